@@ -1,0 +1,1 @@
+"""dpu-emu: user-space emulator of a DPU storage front end."""

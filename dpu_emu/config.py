@@ -1,0 +1,172 @@
+"""Device configuration: one JSON shape for load and save (nvmetcli's ports / subsystems /
+hosts, extended as the device grows), validated on load, written atomically."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_SUBSYSTEM_NQN = "nqn.2026-11.io.dpu-emu:default"
+GIB = 1 << 30
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "ports": [
+        {"portid": 1, "addr": {"trtype": "tcp", "adrfam": "ipv4", "traddr": "127.0.0.1", "trsvcid": "4420"},
+         "discovery": True, "io": True},
+        {"portid": 2, "addr": {"trtype": "tcp", "adrfam": "ipv4", "traddr": "127.0.0.1", "trsvcid": "8009"},
+         "discovery": True, "io": False},
+    ],
+    "subsystems": [
+        {
+            "nqn": DEFAULT_SUBSYSTEM_NQN,
+            "serial": "DPUEMU0001",
+            "model": "dpu-emu",
+            "allow_any_host": True,
+            "hosts": [],
+            "namespaces": [
+                {"nsid": 1, "size_bytes": GIB, "block_size": 512, "backend": {"kind": "ram"}},
+            ],
+        }
+    ],
+    "transport": {},
+}
+
+TRANSPORT_KEYS = frozenset({"maxh2cdata", "in_capsule_size", "mdts_bytes", "max_queue_depth",
+                            "max_io_queues", "c2h_success", "kas_100ms"})
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the offending field."""
+
+
+def default_config() -> dict[str, Any]:
+    return copy.deepcopy(DEFAULT_CONFIG)
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            cfg = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
+    validate_config(cfg)
+    return cfg
+
+
+def save_config(cfg: dict[str, Any], path: str | Path) -> None:
+    """Write atomically: temp file in the same directory, fsync, rename."""
+    validate_config(cfg)
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(cfg, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@dataclass(frozen=True)
+class PortConfig:
+    portid: int
+    traddr: str
+    trsvcid: str
+    adrfam: str
+    discovery: bool
+    io: bool
+
+
+def _require(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in obj:
+        raise ConfigError(f"{where}: missing '{key}'")
+    value = obj[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}.{key}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
+
+
+def validate_config(cfg: Any) -> None:
+    if not isinstance(cfg, dict):
+        raise ConfigError("configuration must be a JSON object")
+    ports = _require(cfg, "ports", list, "config")
+    seen_ports: set[int] = set()
+    for i, port in enumerate(ports):
+        where = f"ports[{i}]"
+        portid = _require(port, "portid", int, where)
+        if portid in seen_ports or not 0 < portid < 0xFFFF:
+            raise ConfigError(f"{where}.portid: {portid} duplicate or out of range")
+        seen_ports.add(portid)
+        addr = _require(port, "addr", dict, where)
+        if addr.get("trtype", "tcp") != "tcp":
+            raise ConfigError(f"{where}.addr.trtype: only 'tcp' is supported")
+        if addr.get("adrfam", "ipv4") not in ("ipv4", "ipv6"):
+            raise ConfigError(f"{where}.addr.adrfam: 'ipv4' or 'ipv6'")
+        _require(addr, "traddr", str, f"{where}.addr")
+        svc = _require(addr, "trsvcid", str, f"{where}.addr")
+        if not svc.isdigit() or int(svc) > 65535:
+            raise ConfigError(f"{where}.addr.trsvcid: {svc!r} is not a TCP port")
+    nqns: set[str] = set()
+    for i, sub in enumerate(_require(cfg, "subsystems", list, "config")):
+        where = f"subsystems[{i}]"
+        nqn = _require(sub, "nqn", str, where)
+        if nqn in nqns:
+            raise ConfigError(f"{where}.nqn: duplicate {nqn}")
+        nqns.add(nqn)
+        nsids: set[int] = set()
+        for j, ns in enumerate(sub.get("namespaces", [])):
+            nwhere = f"{where}.namespaces[{j}]"
+            nsid = _require(ns, "nsid", int, nwhere)
+            if nsid in nsids or nsid < 1:
+                raise ConfigError(f"{nwhere}.nsid: {nsid} duplicate or invalid")
+            nsids.add(nsid)
+            size = _require(ns, "size_bytes", int, nwhere)
+            bs = ns.get("block_size", 512)
+            if not isinstance(bs, int) or bs & (bs - 1) or not 512 <= bs <= 65536:
+                raise ConfigError(f"{nwhere}.block_size: power of two in 512..65536")
+            if size <= 0 or size % bs:
+                raise ConfigError(f"{nwhere}.size_bytes: positive multiple of the block size")
+            backend = _require(ns, "backend", dict, nwhere)
+            kind = backend.get("kind")
+            if kind not in ("ram", "file"):
+                raise ConfigError(f"{nwhere}.backend.kind: 'ram' or 'file'")
+            if kind == "file":
+                _require(backend, "path", str, f"{nwhere}.backend")
+    unknown = set(cfg.get("transport", {})) - TRANSPORT_KEYS
+    if unknown:
+        raise ConfigError(f"transport: unknown keys {sorted(unknown)}")
+
+
+def ports(cfg: dict[str, Any]) -> list[PortConfig]:
+    return [PortConfig(p["portid"], p["addr"]["traddr"], p["addr"]["trsvcid"], p["addr"].get("adrfam", "ipv4"),
+                       bool(p.get("discovery", True)), bool(p.get("io", True))) for p in cfg["ports"]]
+
+
+def with_overrides(cfg: dict[str, Any], *, address: str | None = None, port: int | None = None,
+                   discovery_port: int | None = None) -> dict[str, Any]:
+    """Apply the CLI's --address/--port/--discovery-port to the I/O and discovery-only ports."""
+    cfg = copy.deepcopy(cfg)
+    for p in cfg["ports"]:
+        addr = p["addr"]
+        if address is not None:
+            addr["traddr"] = address
+            addr["adrfam"] = "ipv6" if ":" in address else "ipv4"
+        if p.get("io", True) and port is not None:
+            addr["trsvcid"] = str(port)
+        elif not p.get("io", True) and discovery_port is not None:
+            addr["trsvcid"] = str(discovery_port)
+    validate_config(cfg)
+    return cfg

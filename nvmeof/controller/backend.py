@@ -1,0 +1,53 @@
+"""The port through which the controller hands I/O to the device (dpu_emu implements it).
+
+The controller decodes and validates each NVM command into an :class:`IoCommand`; the
+backend executes it and calls ``done(status, dw0, data)`` exactly once, now or later
+(after QoS admission or an offload pipeline).  ``status`` is the 16-bit CQE status field
+(0 for success, see :func:`nvmeof.wire.constants.encode_status`); ``data`` is the read
+payload or ``None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+Done = Callable[[int, int, "bytes | bytearray | memoryview | None"], None]
+
+
+class IoCommand:
+    """A decoded I/O command.  ``ranges`` holds (slba, nlb) pairs for Dataset Management."""
+
+    __slots__ = ("opcode", "nsid", "cid", "qid", "cntlid", "hostnqn", "slba", "nlb", "data",
+                 "fua", "deallocate", "ranges", "sqe", "read_length")
+
+    def __init__(self, opcode: int, nsid: int, cid: int, *, qid: int = 0, cntlid: int = 0,
+                 hostnqn: str = "", slba: int = 0, nlb: int = 0,
+                 data: bytes | None = None, fua: bool = False, deallocate: bool = False,
+                 ranges: list[tuple[int, int]] | None = None, sqe: tuple = (),
+                 read_length: int = 0) -> None:
+        self.opcode = opcode
+        self.nsid = nsid
+        self.cid = cid
+        self.qid = qid
+        self.cntlid = cntlid
+        self.hostnqn = hostnqn
+        self.slba = slba
+        self.nlb = nlb
+        self.data = data
+        self.fua = fua
+        self.deallocate = deallocate
+        self.ranges = ranges
+        self.sqe = sqe
+        self.read_length = read_length
+
+    def __repr__(self) -> str:
+        return f"IoCommand(opcode={self.opcode:#x}, nsid={self.nsid}, slba={self.slba}, nlb={self.nlb})"
+
+
+class NamespaceBackend(Protocol):
+    """Executes validated I/O commands for one namespace."""
+
+    def execute(self, cmd: IoCommand, done: Done) -> None: ...
+
+    def close(self) -> None: ...
