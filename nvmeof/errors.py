@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .wire.constants import (
     CommandSpecificStatus,
     Fes,
@@ -42,7 +44,7 @@ class PeerTerminated(NvmeofError):
     """The peer sent a TermReq."""
 
     def __init__(self, fes: int, fei: int) -> None:
-        name = Fes(fes).name if fes in Fes._value2member_map_ else f"0x{fes:x}"
+        name = Fes(fes).name if fes in set(Fes) else f"0x{fes:x}"
         super().__init__(f"peer terminated the connection: {name} (fei={fei})")
         self.fes = fes
         self.fei = fei
@@ -82,7 +84,7 @@ class NvmeStatus(NvmeofError):
 
 def status_name(sct: int, sc: int, *, kv: bool = False, fabrics: bool = False) -> str:
     """Human name of a status; the I/O-command-set range depends on context."""
-    table: dict[int, type] = {
+    table: dict[int, Any] = {
         StatusCodeType.GENERIC: KvStatus if kv and sc >= 0x81 else GenericStatus,
         StatusCodeType.COMMAND_SPECIFIC: CommandSpecificStatus,
         StatusCodeType.MEDIA_ERROR: MediaStatus,

@@ -7,7 +7,7 @@ Each handler takes the controller and the received command and returns
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FeatureNotSaveable, InvalidField, InvalidLogPage, InvalidNamespace
 from ..wire.constants import (
@@ -259,9 +259,13 @@ def discovery_log_page(ctrl: Controller) -> bytes:
         traddr = listener.traddr
         if traddr in ("0.0.0.0", "::", "") and local_addr:
             traddr = local_addr
-        common = dict(trtype=listener.trtype, adrfam=listener.adrfam, treq=TreqSecureChannel.NOT_SPECIFIED,
-                      portid=listener.portid, cntlid=0xFFFF, asqsz=MIN_AQ_DEPTH, trsvcid=listener.trsvcid,
-                      traddr=traddr, sectype=TcpSecurityType.NONE)
+        common: dict[str, Any] = dict(
+            trtype=listener.trtype, adrfam=listener.adrfam, treq=TreqSecureChannel.NOT_SPECIFIED,
+            portid=listener.portid, cntlid=0xFFFF, asqsz=MIN_AQ_DEPTH, trsvcid=listener.trsvcid,
+            traddr=traddr, sectype=TcpSecurityType.NONE)
+        if listener.discovery:
+            entries.append(lp.discovery_entry(
+                **common, subtype=SubsystemType.CURRENT_DISCOVERY, subnqn=DISCOVERY_NQN, eflags=0))
         if listener.io:
             for sub in target.subsystems.values():
                 if sub.listeners is not None and listener.portid not in sub.listeners:
@@ -270,10 +274,6 @@ def discovery_log_page(ctrl: Controller) -> bytes:
                     continue
                 entries.append(lp.discovery_entry(**common, subtype=SubsystemType.NVM, eflags=0,
                                                   subnqn=sub.nqn))
-        if listener.discovery:
-            entries.append(lp.discovery_entry(
-                **common, subtype=SubsystemType.CURRENT_DISCOVERY, subnqn=DISCOVERY_NQN,
-                eflags=lp.EFLAGS_DUPLICATE_RETURNED_INFO | lp.EFLAGS_EXPLICIT_PERSISTENT_CONNECTION))
     return lp.discovery_log(target.discovery_genctr, entries)
 
 

@@ -16,16 +16,20 @@ Done = Callable[[int, int, "bytes | bytearray | memoryview | None"], None]
 
 
 class IoCommand:
-    """A decoded I/O command.  ``ranges`` holds (slba, nlb) pairs for Dataset Management."""
+    """A decoded I/O command (NVM or KV command set).
+
+    ``ranges`` holds (slba, nlb) pairs for Dataset Management.  For KV commands ``data``
+    is the value (Store), ``read_length`` the host buffer size (Retrieve, List).
+    """
 
     __slots__ = ("opcode", "nsid", "cid", "qid", "cntlid", "hostnqn", "slba", "nlb", "data",
-                 "fua", "deallocate", "ranges", "sqe", "read_length")
+                 "fua", "deallocate", "ranges", "sqe", "read_length", "key", "options")
 
     def __init__(self, opcode: int, nsid: int, cid: int, *, qid: int = 0, cntlid: int = 0,
                  hostnqn: str = "", slba: int = 0, nlb: int = 0,
                  data: bytes | None = None, fua: bool = False, deallocate: bool = False,
                  ranges: list[tuple[int, int]] | None = None, sqe: tuple = (),
-                 read_length: int = 0) -> None:
+                 read_length: int = 0, key: bytes = b"", options: int = 0) -> None:
         self.opcode = opcode
         self.nsid = nsid
         self.cid = cid
@@ -39,7 +43,9 @@ class IoCommand:
         self.deallocate = deallocate
         self.ranges = ranges
         self.sqe = sqe
-        self.read_length = read_length
+        self.read_length = read_length  # bytes the host's buffer takes (Read, KV Retrieve/List)
+        self.key = key  # KV command set: the key (1..16 bytes; List may carry none)
+        self.options = options  # KV command set: CDW11 bits 15:8
 
     def __repr__(self) -> str:
         return f"IoCommand(opcode={self.opcode:#x}, nsid={self.nsid}, slba={self.slba}, nlb={self.nlb})"

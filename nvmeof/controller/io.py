@@ -8,7 +8,6 @@ number of ranges (0's based) in CDW10 and the attributes in CDW11, with 16-byte 
 
 from __future__ import annotations
 
-import struct
 from typing import TYPE_CHECKING
 
 from ..errors import (
@@ -17,7 +16,6 @@ from ..errors import (
     InvalidNamespace,
     InvalidOpcode,
     LbaOutOfRange,
-    NvmeStatus,
 )
 from ..wire.constants import (
     DSM_ATTR_DEALLOCATE,
@@ -38,6 +36,7 @@ from ..wire.queue_entry import (
     SQE_OPCODE,
     SQE_SGL_LEN,
 )
+from . import kv
 from .backend import IoCommand
 from .model import NSID_ALL
 
@@ -52,7 +51,6 @@ DSM_RANGE = Layout("DsmRange", DSM_RANGE_SIZE, [
 ])
 _DSM = DSM_RANGE.struct
 NLB_MASK = 0xFFFF
-_U64 = struct.Struct("<Q")
 IO_OPCODES = frozenset({NvmOpcode.FLUSH, NvmOpcode.WRITE, NvmOpcode.READ, NvmOpcode.WRITE_ZEROES,
                         NvmOpcode.DATASET_MANAGEMENT})
 
@@ -63,12 +61,15 @@ def decode_io(ctrl: Controller, qid: int, ev: CommandReceived) -> IoCommand | li
     opcode = sqe[SQE_OPCODE]
     nsid = sqe[SQE_NSID]
     cid = sqe[SQE_CID]
+    namespaces = ctrl.visible_namespaces()
     if opcode == NvmOpcode.FLUSH and nsid == NSID_ALL:
         return [IoCommand(opcode, n, cid, qid=qid, cntlid=ctrl.cntlid)
-                for n in sorted(ctrl.visible_namespaces())]
-    ns = ctrl.visible_namespaces().get(nsid)
+                for n, ns in sorted(namespaces.items()) if ns.csi == Csi.NVM]
+    ns = namespaces.get(nsid)
     if ns is None:
         raise InvalidNamespace(f"namespace {nsid} is not active")
+    if ns.csi == Csi.KV:
+        return kv.decode_kv(ctrl, qid, ev, ns)
     if ns.csi != Csi.NVM:
         raise InvalidOpcode(f"NVM opcode {opcode:#x} on a {Csi(ns.csi).name} namespace")
     if opcode not in IO_OPCODES:
@@ -120,18 +121,16 @@ def _decode_dsm(ctrl: Controller, qid: int, ev: CommandReceived, num_blocks: int
                      deallocate=bool(attributes & DSM_ATTR_DEALLOCATE))
 
 
-def account(ctrl: Controller, cmd: IoCommand, status: int, block_size: int) -> None:
-    """SMART counters (host read/write commands, data units)."""
+def account(ctrl: Controller, cmd: IoCommand, status: int,
+            data: bytes | bytearray | memoryview | None) -> None:
+    """SMART counters (host read/write commands, data units); Retrieve and Store share the
+    Read and Write opcodes, so they count the same way."""
     smart = ctrl.smart
     if cmd.opcode == NvmOpcode.READ:
         smart.read_commands += 1
-        if not status:
-            smart.bytes_read += cmd.nlb * block_size
+        if not status and data is not None:
+            smart.bytes_read += len(data)
     elif cmd.opcode == NvmOpcode.WRITE:
         smart.write_commands += 1
-        if not status:
-            smart.bytes_written += cmd.nlb * block_size
-
-
-def is_media_error(error: NvmeStatus) -> bool:
-    return error.sct == 2
+        if not status and cmd.data is not None:
+            smart.bytes_written += len(cmd.data)

@@ -86,6 +86,7 @@ DISCOVERY_LOG_ENTRY = Layout("DiscoveryLogEntry", 1024, [
     ("traddr", "256s", 512),
     ("tsas_sectype", "B", 768),
 ])
+NUL = b"\0"  # the Linux target NUL-pads TRSVCID/TRADDR (SPDK pads with spaces); hosts accept both
 TRSVCID_SIZE = 32
 TRADDR_SIZE = 256
 EFLAGS_DUPLICATE_RETURNED_INFO = 1 << 0
@@ -117,7 +118,7 @@ def commands_supported_and_effects(admin: dict[int, int], io: dict[int, int]) ->
     return bytes(page)
 
 
-ADMIN_EFFECTS = {
+ADMIN_EFFECTS: dict[int, int] = {
     AdminOpcode.GET_LOG_PAGE: CSUPP,
     AdminOpcode.IDENTIFY: CSUPP,
     AdminOpcode.ABORT: CSUPP,
@@ -127,21 +128,21 @@ ADMIN_EFFECTS = {
     AdminOpcode.KEEP_ALIVE: CSUPP,
     AdminOpcode.FABRICS: CSUPP,
 }
-NVM_EFFECTS = {
+NVM_EFFECTS: dict[int, int] = {
     NvmOpcode.FLUSH: CSUPP | LBCC,
     NvmOpcode.WRITE: CSUPP | LBCC,
     NvmOpcode.READ: CSUPP,
     NvmOpcode.WRITE_ZEROES: CSUPP | LBCC,
     NvmOpcode.DATASET_MANAGEMENT: CSUPP | LBCC,
 }
-KV_EFFECTS = {
+KV_EFFECTS: dict[int, int] = {
     KvOpcode.STORE: CSUPP | LBCC,
     KvOpcode.RETRIEVE: CSUPP,
     KvOpcode.LIST: CSUPP,
     KvOpcode.DELETE: CSUPP | LBCC,
     KvOpcode.EXIST: CSUPP,
 }
-FABRICS_EFFECTS = {FabricsType.PROPERTY_GET: CSUPP}
+FABRICS_EFFECTS: dict[int, int] = {FabricsType.PROPERTY_GET: CSUPP}
 
 
 def changed_ns_list(nsids: list[int], overflow: bool) -> bytes:
@@ -158,9 +159,9 @@ def discovery_entry(*, trtype: int, adrfam: int, subtype: int, treq: int, portid
                     asqsz: int, eflags: int, trsvcid: str, subnqn: str, traddr: str, sectype: int) -> bytes:
     return DISCOVERY_LOG_ENTRY.pack(
         trtype=trtype, adrfam=adrfam, subtype=subtype, treq=treq, portid=portid, cntlid=cntlid,
-        asqsz=asqsz, eflags=eflags, trsvcid=fixed_str(trsvcid, TRSVCID_SIZE),
-        subnqn=subnqn.encode("ascii").ljust(NQN_FIELD_SIZE, b"\0"),
-        traddr=fixed_str(traddr, TRADDR_SIZE), tsas_sectype=sectype)
+        asqsz=asqsz, eflags=eflags, trsvcid=fixed_str(trsvcid, TRSVCID_SIZE, NUL),
+        subnqn=fixed_str(subnqn, NQN_FIELD_SIZE, NUL), traddr=fixed_str(traddr, TRADDR_SIZE, NUL),
+        tsas_sectype=sectype)
 
 
 def discovery_log(genctr: int, entries: list[bytes]) -> bytes:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from ..errors import (
     CommandSequenceError,
@@ -37,15 +38,21 @@ from ..wire.constants import (
     CNTLID_DYNAMIC,
     CONNECT_DATA_SIZE,
     DISCOVERY_NQN,
-    GenericStatus,
     AdminOpcode,
     FabricsType,
     FeatureId,
+    GenericStatus,
     StatusCodeType,
     encode_status,
 )
 from ..wire.layout import c_string
-from ..wire.queue_entry import CONNECT_CMD, CONNECT_DATA, CONNECT_IATTR_DATA, FABRICS_FCTYPE_OFFSET, PROPERTY_CMD
+from ..wire.queue_entry import (
+    CONNECT_CMD,
+    CONNECT_DATA,
+    CONNECT_IATTR_DATA,
+    FABRICS_FCTYPE_OFFSET,
+    PROPERTY_CMD,
+)
 from . import io
 from .backend import IoCommand
 from .controller import Controller, Reply
@@ -63,7 +70,7 @@ MIN_ADMIN_SQSIZE = 31  # 0's based: 32 entries
 CID_CONFLICT = encode_status(StatusCodeType.GENERIC, GenericStatus.COMMAND_ID_CONFLICT, True)
 
 
-def _invalid_connect(message: str, ipo: int, in_data: bool) -> ConnectInvalidParameters:
+def _invalid_connect(message: str, ipo: int, in_data: bool) -> NvmeStatus:
     return ConnectInvalidParameters(message, dw0=ipo | (CONNECT_IATTR_DATA if in_data else 0))
 
 
@@ -167,8 +174,7 @@ class QueueSession:
             reply = (err.status, err.dw0, None)
         except Exception as exc:  # a bug in a handler: loud, but only this command fails
             log.exception("internal error handling command %r", ev)
-            err = InternalError(str(exc))
-            reply = (err.status, 0, None)
+            reply = (InternalError(str(exc)).status, 0, None)
         if reply is not None:
             status, dw0, data = reply
             self.send_completion(cid, status, dw0, 0, data)
@@ -192,7 +198,7 @@ class QueueSession:
         ns = ctrl.visible_namespaces()[cmd.nsid]
 
         def done(status: int, dw0: int, data: bytes | bytearray | memoryview | None) -> None:
-            io.account(ctrl, cmd, status, ns.block_size)
+            io.account(ctrl, cmd, status, data)
             if status:
                 ctrl.record_error(self.qid, cmd.cid, NvmeStatus.from_status(status), cmd.nsid)
             self.send_completion(cmd.cid, status, dw0, 0, data)
@@ -276,7 +282,7 @@ class QueueSession:
             return self._connect_admin(cmd, data, subsystem, hostnqn)
         return self._connect_io(cmd, data, subsystem, hostnqn)
 
-    def _connect_admin(self, cmd, data, subsystem: Subsystem | None, hostnqn: str) -> Reply:  # type: ignore[no-untyped-def]
+    def _connect_admin(self, cmd: Any, data: Any, subsystem: Subsystem | None, hostnqn: str) -> Reply:
         cfg = self.target.config
         if data.cntlid != CNTLID_DYNAMIC:
             raise _invalid_connect("only the dynamic controller model is supported", IPO_CNTLID, True)
@@ -296,7 +302,7 @@ class QueueSession:
                  subsystem.nqn if subsystem else DISCOVERY_NQN, cmd.kato, self.peer_addr)
         return 0, cntlid, None
 
-    def _connect_io(self, cmd, data, subsystem: Subsystem | None, hostnqn: str) -> Reply:  # type: ignore[no-untyped-def]
+    def _connect_io(self, cmd: Any, data: Any, subsystem: Subsystem | None, hostnqn: str) -> Reply:
         if subsystem is None:
             raise _invalid_connect("discovery controllers have no I/O queues", IPO_QID, False)
         ctrl = subsystem.controllers.get(data.cntlid)

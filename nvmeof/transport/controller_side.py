@@ -22,7 +22,6 @@ from collections import deque
 
 from ..errors import (
     DataSglLengthInvalid,
-    InvalidField,
     NvmeStatus,
     PduError,
     SglDescriptorTypeInvalid,

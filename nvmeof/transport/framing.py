@@ -133,6 +133,8 @@ class PduReader:
             self._checked_at = start
         if avail < plen:
             return None
+        is_term = pdu_type == PduType.H2C_TERM_REQ or pdu_type == PduType.C2H_TERM_REQ
+        # TermReqs never carry digests (their flags are not validated): ignore HDGSTF there.
         hd = DIGEST_SIZE if flags & PduFlag.HDGSTF else 0
         if hd:
             if crc32c(memoryview(buf)[start:start + hlen]) != read_digest(buf, start + hlen):
@@ -140,7 +142,7 @@ class PduReader:
         header = bytes(buf[start:start + hlen])
         data: bytes | None = None
         ok = True
-        if pdu_type == PduType.H2C_TERM_REQ or pdu_type == PduType.C2H_TERM_REQ:
+        if is_term:
             if plen > hlen:
                 data = bytes(buf[start + hlen:start + plen])
         elif plen > hlen + hd:

@@ -18,19 +18,31 @@ from __future__ import annotations
 
 from ..errors import PduError
 from ..wire.constants import (
+    CH_SIZE,
     MIN_MAXH2CDATA,
     PFV_1_0,
+    PSDT_SGL_MPTR_CONTIG,
+    PSDT_SHIFT,
     DigestFlag,
     Fes,
     GenericStatus,
     PduFlag,
     PduType,
+    SglType,
     StatusCodeType,
     encode_status,
 )
-from ..wire.pdu import C2H_DATA, CAPSULE_CMD_HEADER, CAPSULE_RESP_HEADER, CONTROLLER_TO_HOST, H2C_DATA, ICREQ, ICRESP, R2T
+from ..wire.pdu import (
+    C2H_DATA,
+    CAPSULE_CMD_HEADER,
+    CAPSULE_RESP_HEADER,
+    CONTROLLER_TO_HOST,
+    H2C_DATA,
+    ICREQ,
+    ICRESP,
+    R2T,
+)
 from ..wire.queue_entry import SGL_DESCRIPTOR, SQE_DPTR_OFFSET
-from ..wire.constants import CH_SIZE, PSDT_SGL_MPTR_CONTIG, PSDT_SHIFT, SglType
 from .connection import ConnectionState, Established, Event, TcpConnection
 from .framing import Pdu
 

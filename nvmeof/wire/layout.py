@@ -52,7 +52,7 @@ class Layout:
         self.fields = tuple(fields)
         self.offsets = offsets
         self.struct = compiled
-        self.record = namedtuple(name, [f for f, _, _ in fields])  # type: ignore[misc]
+        self.record: Any = namedtuple(name, [f for f, _, _ in fields])  # type: ignore[misc]
         self._defaults = tuple(b"" if code.endswith("s") else 0 for _, code, _ in fields)
         self._index = {f: i for i, (f, _, _) in enumerate(fields)}
 
