@@ -135,7 +135,7 @@ class PduReader:
             return None
         is_term = pdu_type == PduType.H2C_TERM_REQ or pdu_type == PduType.C2H_TERM_REQ
         # TermReqs never carry digests (their flags are not validated): ignore HDGSTF there.
-        hd = DIGEST_SIZE if flags & PduFlag.HDGSTF else 0
+        hd = DIGEST_SIZE if flags & PduFlag.HDGSTF and not is_term else 0
         if hd:
             if crc32c(memoryview(buf)[start:start + hlen]) != read_digest(buf, start + hlen):
                 self._fail(Fes.HEADER_DIGEST_ERROR, 0, "header digest mismatch", hlen)
