@@ -260,7 +260,8 @@ def discovery_log_page(ctrl: Controller) -> bytes:
         if traddr in ("0.0.0.0", "::", "") and local_addr:
             traddr = local_addr
         common: dict[str, Any] = dict(
-            trtype=listener.trtype, adrfam=listener.adrfam, treq=TreqSecureChannel.NOT_SPECIFIED,
+            trtype=listener.trtype, adrfam=listener.adrfam,
+            treq=TreqSecureChannel.NOT_SPECIFIED | lp.TREQ_SQ_FLOW_CONTROL_DISABLE_SUPPORTED,
             portid=listener.portid, cntlid=0xFFFF, asqsz=MIN_AQ_DEPTH, trsvcid=listener.trsvcid,
             traddr=traddr, sectype=TcpSecurityType.NONE)
         if listener.discovery:

@@ -49,6 +49,7 @@ from ..wire.constants import (
     CC_IOSQES_SHIFT,
     CC_MPS_MASK,
     CC_SHN_MASK,
+    CRTO_CRIMT_SHIFT,
     CSTS_CFS,
     CSTS_RDY,
     CSTS_SHST_COMPLETE,
@@ -175,6 +176,8 @@ class Controller:
             return self.cc
         if offset == Property.CSTS:
             return self.csts
+        if offset == Property.CRTO:  # ready timeouts equal CAP.TO, in the same 500 ms units
+            return CAP_TIMEOUT_500MS | (CAP_TIMEOUT_500MS << CRTO_CRIMT_SHIFT)
         raise InvalidField(f"no property at offset {offset:#x}")
 
     def property_set(self, offset: int, size: int, value: int) -> None:

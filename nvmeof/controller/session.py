@@ -47,6 +47,7 @@ from ..wire.constants import (
 )
 from ..wire.layout import c_string
 from ..wire.queue_entry import (
+    CATTR_DISABLE_SQ_FLOW_CONTROL,
     CONNECT_CMD,
     CONNECT_DATA,
     CONNECT_IATTR_DATA,
@@ -297,7 +298,8 @@ class QueueSession:
             subsystem.controllers[cntlid] = ctrl
         self.controller = ctrl
         self.qid = ADMIN_QID
-        self.conn.bind_queue(ADMIN_QID, cmd.sqsize + 1)
+        self.conn.bind_queue(ADMIN_QID, cmd.sqsize + 1,
+                             sq_flow_control=not cmd.cattr & CATTR_DISABLE_SQ_FLOW_CONTROL)
         log.info("controller %d: %s connected to %s (kato %d ms) from %s", cntlid, hostnqn,
                  subsystem.nqn if subsystem else DISCOVERY_NQN, cmd.kato, self.peer_addr)
         return 0, cntlid, None
@@ -317,6 +319,7 @@ class QueueSession:
             raise _invalid_connect(f"I/O SQSIZE {cmd.sqsize}", IPO_SQSIZE, False)
         self.controller = ctrl
         self.qid = cmd.qid
-        self.conn.bind_queue(cmd.qid, cmd.sqsize + 1)
+        self.conn.bind_queue(cmd.qid, cmd.sqsize + 1,
+                             sq_flow_control=not cmd.cattr & CATTR_DISABLE_SQ_FLOW_CONTROL)
         ctrl.add_io_queue(cmd.qid, self)
         return 0, ctrl.cntlid, None

@@ -10,9 +10,10 @@ data is complete.  Per command, host-to-controller data moves through::
     NEW --(transport SGL, read or no data)---------------> delivered
 
 The controller answers with :meth:`complete` or :meth:`complete_with_data`; the latter
-sends C2HData PDUs of at most ``c2h_chunk`` bytes and, when ``c2h_success`` is on and the
-completion is a plain success, sets SUCCESS on the last one instead of sending a
-CapsuleResp.  A data digest error completes the command here with Transient Transport
+sends C2HData PDUs of at most ``c2h_chunk`` bytes and, when ``c2h_success`` is on, the host
+disabled SQ flow control at Connect (the SQHD it would lose is then meaningless, which is
+when the Linux target uses it too) and the completion is a plain success, sets SUCCESS on
+the last one instead of sending a CapsuleResp.  A data digest error completes the command here with Transient Transport
 Error (non-fatal, as the spec says); every other transfer-rule violation is a PduError.
 """
 
@@ -135,14 +136,16 @@ class ControllerConnection(TcpConnection):
         self.qid = ADMIN_QID
         self.sqsize = 32
         self.sqhd = 0
+        self.sq_flow_control = True
         self._transfers: dict[int, _H2CTransfer] = {}
         self._free_ttags = deque(range(max_outstanding_r2t))
         self._waiting_r2t: deque[tuple[tuple, bytes, int]] = deque()
 
-    def bind_queue(self, qid: int, sqsize: int) -> None:
+    def bind_queue(self, qid: int, sqsize: int, *, sq_flow_control: bool = True) -> None:
         """Fabrics Connect accepted: this connection is queue ``qid`` with ``sqsize`` entries."""
         self.qid = qid
         self.sqsize = sqsize
+        self.sq_flow_control = sq_flow_control
 
     # -- input ----------------------------------------------------------------------
 
@@ -282,7 +285,7 @@ class ControllerConnection(TcpConnection):
         view = memoryview(data)
         total = len(view)
         chunk = self.c2h_chunk
-        success = self.c2h_success and status == 0 and dw0 == 0 and dw1 == 0
+        success = self.c2h_success and not self.sq_flow_control and status == 0 and dw0 == 0 and dw1 == 0
         offset = 0
         while offset < total:
             n = min(chunk, total - offset)

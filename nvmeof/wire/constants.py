@@ -286,6 +286,7 @@ class Property(IntEnum):
     CC = 0x14
     CSTS = 0x1C
     NSSR = 0x20
+    CRTO = 0x68  # Controller Ready Timeouts (NVMe 2.0)
 
 
 PROPERTY_SIZE_4 = 0
@@ -327,6 +328,7 @@ CAP_CSS_NVM = 0x01
 CAP_CSS_IO_SETS = 0x40  # "one or more I/O command sets" (CAP bit 43)
 CAP_CSS_ADMIN_ONLY = 0x80
 CAP_MPSMIN_SHIFT = 48
+CRTO_CRIMT_SHIFT = 16
 CAP_MPSMAX_SHIFT = 52
 
 

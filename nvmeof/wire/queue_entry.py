@@ -93,5 +93,9 @@ CQE = Layout("Cqe", CQE_SIZE, [
 ])
 CQE_DW0, CQE_DW1, CQE_SQHD, CQE_SQID, CQE_CID, CQE_STATUS = range(6)
 
+# Connect CATTR bits
+CATTR_PRIORITY_MASK = 0x3
+CATTR_DISABLE_SQ_FLOW_CONTROL = 1 << 2
+
 # Connect response DW0 on Connect Invalid Parameters: IPO (bits 15:0) and IATTR (bit 16).
 CONNECT_IATTR_DATA = 1 << 16

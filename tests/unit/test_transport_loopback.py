@@ -150,6 +150,7 @@ def test_r2t_write_of_300k_with_64k_maxh2cdata(hdgst: bool, ddgst: bool, chunked
 @pytest.mark.parametrize("c2h_success", [True, False], ids=["success-flag", "capsule-resp"])
 def test_read_over_several_c2hdata(hdgst: bool, ddgst: bool, c2h_success: bool) -> None:
     wire = connect(hdgst, ddgst, c2h_chunk=65536, c2h_success=c2h_success)
+    wire.ctrl.bind_queue(1, 128, sq_flow_control=False)  # SUCCESS needs SQ flow control disabled
     payload = random.Random(3).randbytes(200_000)
     wire.host.submit(bytearray(p.sqe(p.OP_READ, 42)), read_length=len(payload))
     wire.pump()
@@ -234,3 +235,19 @@ def test_termination_crosses_the_wire() -> None:
     (event,) = wire.take_host()
     assert isinstance(event, Terminated) and event.error.fes == 6  # type: ignore[attr-defined]
     assert wire.host.state is wire.ctrl.state is ConnectionState.TERMINATING
+
+
+def test_success_flag_not_used_while_sq_flow_control_is_on() -> None:
+    """The Linux host never disables SQ flow control, so it always gets a CapsuleResp
+    (with SQHD), as from the Linux target and SPDK in the captures."""
+    wire = connect(False, False, c2h_chunk=65536, c2h_success=True)
+    payload = random.Random(4).randbytes(10_000)
+    wire.host.submit(bytearray(p.sqe(p.OP_READ, 7)), read_length=len(payload))
+    wire.pump()
+    only_command(wire)
+    wire.ctrl.complete_with_data(7, payload)
+    wire.pump()
+    assert bytes(only_response(wire).data or b"") == payload
+    (last,) = flags_of(wire.c2h_pdus, p.C2H_DATA)
+    assert last & p.LAST_PDU and not last & p.SUCCESS
+    assert len([pdu for pdu in wire.c2h_pdus if pdu[0] == p.CAPSULE_RESP]) == 1
