@@ -25,6 +25,8 @@ from ..wire.constants import Fes, PduType
 from ..wire.pdu import TERM_REQ, build_pdu
 from .framing import Pdu, PduReader
 
+DWORD = 4
+
 
 class ConnectionState(Enum):
     AWAIT_IC = "await_ic"
@@ -89,6 +91,7 @@ class TcpConnection:
         self._out: list[bytes | memoryview] = []
         self._out_bytes = 0
         self.error: Exception | None = None
+        self.peer_data_alignment = DWORD  # bytes; from the peer's HPDA/CPDA
 
     # -- state ----------------------------------------------------------------------
 
@@ -180,5 +183,6 @@ class TcpConnection:
 
     def pdu(self, header: bytes | bytearray, data: bytes | bytearray | memoryview | None = None,
             extra_flags: int = 0) -> None:
-        self._send(build_pdu(header, data, hdgst=self.hdgst, ddgst=self.ddgst, extra_flags=extra_flags))
+        self._send(build_pdu(header, data, hdgst=self.hdgst, ddgst=self.ddgst, extra_flags=extra_flags,
+                             data_alignment=self.peer_data_alignment))
 

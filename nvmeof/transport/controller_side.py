@@ -168,6 +168,7 @@ class ControllerConnection(TcpConnection):
             raise PduError(Fes.INVALID_HEADER_FIELD, FEI_ICREQ_PFV, f"PFV {req.pfv}", pdu.header)
         if req.hpda > 31:
             raise PduError(Fes.INVALID_HEADER_FIELD, FEI_ICREQ_HPDA, f"HPDA {req.hpda}", pdu.header)
+        self.peer_data_alignment = (req.hpda + 1) * 4  # C2HData data starts on this boundary
         self.hdgst = bool(req.dgst & DigestFlag.HDGST_ENABLE)
         self.ddgst = bool(req.dgst & DigestFlag.DDGST_ENABLE)
         self.reader.hdgst = self.hdgst

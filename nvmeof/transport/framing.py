@@ -31,7 +31,7 @@ from ..wire.constants import (
     PduType,
 )
 from ..wire.crc import crc32c, read_digest
-from ..wire.pdu import COMMON_HEADER, DATA_DIGEST_TYPES, DATA_TYPES, HEADER_DIGEST_TYPES, HLEN
+from ..wire.pdu import COMMON_HEADER, DATA_DIGEST_TYPES, DATA_TYPES, HEADER_DIGEST_TYPES, HLEN, VALID_FLAGS
 
 FEI_TYPE = COMMON_HEADER.offset_of("pdu_type")
 FEI_FLAGS = COMMON_HEADER.offset_of("flags")
@@ -172,6 +172,8 @@ class PduReader:
             if not TERM_REQ_HLEN <= plen <= TERM_REQ_HLEN + TERM_REQ_MAX_DATA:
                 self._fail(Fes.INVALID_HEADER_FIELD, FEI_PLEN, f"TermReq plen {plen}")
             return
+        if flags & ~VALID_FLAGS[PduType(pdu_type)]:
+            self._fail(Fes.INVALID_HEADER_FIELD, FEI_FLAGS, f"flags {flags:#x} invalid for this PDU type")
         hd_flag = bool(flags & PduFlag.HDGSTF)
         hd_expected = self.hdgst and pdu_type in HEADER_DIGEST_TYPES
         if hd_flag != hd_expected:

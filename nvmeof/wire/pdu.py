@@ -98,6 +98,17 @@ CONTROLLER_TO_HOST = frozenset(
 # Term requests may carry the offending header as data, nothing else without a data field does.
 DATA_TYPES = DATA_DIGEST_TYPES | {PduType.H2C_TERM_REQ, PduType.C2H_TERM_REQ}
 
+# Flags each PDU type may carry (TermReqs: none are checked, as SPDK and Linux do).
+VALID_FLAGS = {
+    PduType.ICREQ: 0,
+    PduType.ICRESP: 0,
+    PduType.CAPSULE_CMD: PduFlag.HDGSTF | PduFlag.DDGSTF,
+    PduType.CAPSULE_RESP: PduFlag.HDGSTF,
+    PduType.R2T: PduFlag.HDGSTF,
+    PduType.H2C_DATA: PduFlag.HDGSTF | PduFlag.DDGSTF | PduFlag.LAST_PDU,
+    PduType.C2H_DATA: PduFlag.HDGSTF | PduFlag.DDGSTF | PduFlag.LAST_PDU | PduFlag.SUCCESS,
+}
+
 _CH = COMMON_HEADER.struct
 
 
@@ -108,12 +119,15 @@ def build_pdu(
     hdgst: bool = False,
     ddgst: bool = False,
     extra_flags: int = 0,
+    data_alignment: int = 4,
 ) -> list[bytes | memoryview]:
     """Frame one PDU.
 
     ``header`` is the PDU header (common header + PDU-specific part, ``hlen`` bytes) with
     the common-header fields other than flags/hlen/pdo/plen already filled (they are
-    rewritten here).  Returns the pieces to write, so payloads are never copied.
+    rewritten here).  ``data_alignment`` is the peer's PDU data alignment in bytes
+    ((HPDA or CPDA + 1) * 4): pad bytes go between the header (digest) and the data.
+    Returns the pieces to write, so payloads are never copied.
     """
     hlen = len(header)
     pdu_type = header[0]
@@ -126,14 +140,18 @@ def build_pdu(
         flags |= PduFlag.DDGSTF
     pdo = 0
     plen = hlen + (DIGEST_SIZE if use_hd else 0)
+    pad = 0
     if data is not None and len(data) > 0:
-        pdo = plen
-        plen += len(data) + (DIGEST_SIZE if use_dd else 0)
+        pad = -plen % data_alignment
+        pdo = plen + pad
+        plen = pdo + len(data) + (DIGEST_SIZE if use_dd else 0)
     hdr = bytearray(header)
     _CH.pack_into(hdr, 0, pdu_type, flags, hlen, pdo, plen)
     pieces: list[bytes | memoryview] = [bytes(hdr)]
     if use_hd:
         pieces.append(digest_bytes(hdr))
+    if pad:
+        pieces.append(bytes(pad))
     if data is not None and len(data) > 0:
         pieces.append(data if isinstance(data, bytes | memoryview) else bytes(data))
         if use_dd:

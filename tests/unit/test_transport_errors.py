@@ -398,3 +398,34 @@ def test_host_peer_term_req() -> None:
     assert event.error.fes == 3 and host.state is ConnectionState.TERMINATING and p.sent(host) == []
     with pytest.raises(ConnectionError):
         host.submit(bytearray(p.sqe(p.OP_FLUSH, 1)))
+
+
+@pytest.mark.parametrize("bad_flag", [p.LAST_PDU, p.SUCCESS], ids=["last-pdu", "success"])
+def test_capsule_with_flags_of_a_data_pdu_is_invalid_header_field(bad_flag: int) -> None:
+    conn = ready_controller()
+    cmd = p.sqe(0x02, CID, sgl_len=4096)
+    bad = p.frame(p.CAPSULE_CMD, cmd, flags=bad_flag)
+    assert_terminated(conn, bad, Fes.INVALID_HEADER_FIELD, 1)
+
+
+def test_h2c_data_with_success_flag_is_invalid_header_field() -> None:
+    conn = ready_controller()
+    conn.receive_data(p.write_r2t(CID, 4096))
+    p.sent(conn)  # the R2T
+    bad = p.frame(p.H2C_DATA, struct.pack("<HHII4x", CID, 0, 0, 4096), b"\0" * 4096,
+                  flags=p.LAST_PDU | p.SUCCESS)
+    assert_terminated(conn, bad, Fes.INVALID_HEADER_FIELD, 1)
+
+
+def test_c2h_data_honours_the_host_pdu_data_alignment() -> None:
+    """HPDA=1 asks for data on 8-byte boundaries: C2HData (hlen 24 + HDGST 4) gets 4 pad bytes."""
+    conn = ControllerConnection()
+    assert isinstance(conn.receive_data(p.icreq(1, hpda=1))[0], Established)
+    p.sent(conn)
+    conn.receive_data(p.read_cmd(CID, 4096, hdgst=True))
+    payload = bytes(range(256)) * 16
+    conn.complete_with_data(CID, payload)
+    c2h, _resp = p.split(p.joined(conn.data_to_send()))
+    pdo = c2h[3]
+    assert pdo == 32 and pdo % 8 == 0
+    assert c2h[pdo:pdo + 4096] == payload
