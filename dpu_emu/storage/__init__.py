@@ -1,4 +1,4 @@
-"""Storage backends for namespaces: block stores (NVM command set)."""
+"""Storage backends for namespaces: block stores (NVM command set) and KV stores (KV command set)."""
 
 from dpu_emu.storage.block import (
     BlockRangeError,
@@ -11,6 +11,22 @@ from dpu_emu.storage.block import (
     RamBlockStore,
     open_block_store,
 )
+from dpu_emu.storage.kv import (
+    KvCapacityExceeded,
+    KvError,
+    KvInvalidKeySize,
+    KvInvalidValueSize,
+    KvIoError,
+    KvKeyExists,
+    KvKeyNotFound,
+    KvMode,
+    KvStore,
+    KvStoreClosedError,
+    KvStoreCorrupt,
+    KvStoreStats,
+    MemoryKvStore,
+)
+from dpu_emu.storage.kv_file import FileKvStore
 
 __all__ = [
     "BlockRangeError",
@@ -20,6 +36,20 @@ __all__ = [
     "BlockStoreSizeError",
     "BlockStoreStats",
     "FileBlockStore",
+    "FileKvStore",
+    "KvCapacityExceeded",
+    "KvError",
+    "KvInvalidKeySize",
+    "KvInvalidValueSize",
+    "KvIoError",
+    "KvKeyExists",
+    "KvKeyNotFound",
+    "KvMode",
+    "KvStore",
+    "KvStoreClosedError",
+    "KvStoreCorrupt",
+    "KvStoreStats",
+    "MemoryKvStore",
     "RamBlockStore",
     "open_block_store",
 ]
