@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_SUBSYSTEM_NQN = "nqn.2026-11.io.dpu-emu:default"
+MIB = 1 << 20
 GIB = 1 << 30
+KV_MAX_KEY_SIZE = 16
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "ports": [
@@ -30,6 +32,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
             "hosts": [],
             "namespaces": [
                 {"nsid": 1, "size_bytes": GIB, "block_size": 512, "backend": {"kind": "ram"}},
+                {"nsid": 2, "command_set": "kv", "capacity_bytes": 256 * MIB, "max_value_size": MIB,
+                 "mode": "cache", "backend": {"kind": "ram"}},
             ],
         }
     ],
@@ -133,12 +137,18 @@ def validate_config(cfg: Any) -> None:
             if nsid in nsids or nsid < 1:
                 raise ConfigError(f"{nwhere}.nsid: {nsid} duplicate or invalid")
             nsids.add(nsid)
-            size = _require(ns, "size_bytes", int, nwhere)
-            bs = ns.get("block_size", 512)
-            if not isinstance(bs, int) or bs & (bs - 1) or not 512 <= bs <= 65536:
-                raise ConfigError(f"{nwhere}.block_size: power of two in 512..65536")
-            if size <= 0 or size % bs:
-                raise ConfigError(f"{nwhere}.size_bytes: positive multiple of the block size")
+            command_set = ns.get("command_set", "nvm")
+            if command_set == "kv":
+                _validate_kv_namespace(ns, nwhere)
+            elif command_set == "nvm":
+                size = _require(ns, "size_bytes", int, nwhere)
+                bs = ns.get("block_size", 512)
+                if not isinstance(bs, int) or bs & (bs - 1) or not 512 <= bs <= 65536:
+                    raise ConfigError(f"{nwhere}.block_size: power of two in 512..65536")
+                if size <= 0 or size % bs:
+                    raise ConfigError(f"{nwhere}.size_bytes: positive multiple of the block size")
+            else:
+                raise ConfigError(f"{nwhere}.command_set: 'nvm' or 'kv'")
             backend = _require(ns, "backend", dict, nwhere)
             kind = backend.get("kind")
             if kind not in ("ram", "file"):
@@ -148,6 +158,26 @@ def validate_config(cfg: Any) -> None:
     unknown = set(cfg.get("transport", {})) - TRANSPORT_KEYS
     if unknown:
         raise ConfigError(f"transport: unknown keys {sorted(unknown)}")
+
+
+def _validate_kv_namespace(ns: dict[str, Any], where: str) -> None:
+    capacity = _require(ns, "capacity_bytes", int, where)
+    if capacity <= 0:
+        raise ConfigError(f"{where}.capacity_bytes: must be positive")
+    max_value = ns.get("max_value_size", MIB)
+    if not isinstance(max_value, int) or not 0 < max_value <= capacity:
+        raise ConfigError(f"{where}.max_value_size: 1..capacity_bytes")
+    max_key = ns.get("max_key_size", KV_MAX_KEY_SIZE)
+    if not isinstance(max_key, int) or not 1 <= max_key <= KV_MAX_KEY_SIZE:
+        raise ConfigError(f"{where}.max_key_size: 1..{KV_MAX_KEY_SIZE}")
+    if ns.get("mode", "strict") not in ("strict", "cache"):
+        raise ConfigError(f"{where}.mode: 'strict' or 'cache'")
+    ttl = ns.get("ttl_s")
+    if ttl is not None and (not isinstance(ttl, int | float) or ttl <= 0 or ns.get("mode") != "cache"):
+        raise ConfigError(f"{where}.ttl_s: a positive number of seconds, cache mode only")
+    max_keys = ns.get("max_keys")
+    if max_keys is not None and (not isinstance(max_keys, int) or max_keys <= 0):
+        raise ConfigError(f"{where}.max_keys: a positive integer")
 
 
 def ports(cfg: dict[str, Any]) -> list[PortConfig]:

@@ -14,13 +14,16 @@ from typing import Any
 
 from nvmeof.controller.model import Listener, Namespace, Subsystem, Target, TargetConfig
 from nvmeof.target.server import NvmeTcpServer
-from nvmeof.wire.constants import AddressFamily
+from nvmeof.wire.constants import AddressFamily, Csi
 
 from . import config as cfgmod
-from .datapath import BlockNamespaceBackend
+from .datapath import BlockNamespaceBackend, KvNamespaceBackend
 from .storage.block import BlockStore, open_block_store
+from .storage.kv import KvMode, KvStore
+from .storage.kv_file import open_kv_store
 
 log = logging.getLogger("dpu_emu.device")
+KV_NOVG = 4096  # optimal value granularity advertised for KV namespaces
 UUID_NAMESPACE = uuid.UUID("6f1c1a52-8a5e-4f43-9d0c-1b6e0dd5e7a1")
 
 
@@ -37,7 +40,7 @@ class Device:
         self.cfg = cfg
         self.target = Target(TargetConfig(**cfg.get("transport", {})))
         self.server = NvmeTcpServer(self.target)
-        self.stores: list[BlockStore] = []
+        self.stores: list[BlockStore | KvStore] = []
         self.bound: dict[int, tuple[str, int]] = {}
         self._build()
 
@@ -48,18 +51,32 @@ class Device:
                 model=sub_cfg.get("model", "dpu-emu"), allow_any_host=sub_cfg.get("allow_any_host", True),
                 hosts=set(sub_cfg.get("hosts", [])), max_namespaces=sub_cfg.get("max_namespaces", 1024))
             for ns_cfg in sub_cfg.get("namespaces", []):
-                backend = ns_cfg["backend"]
-                bs = ns_cfg.get("block_size", 512)
-                store = open_block_store(backend["kind"], size_bytes=ns_cfg["size_bytes"], block_size=bs,
-                                         path=backend.get("path"))
-                self.stores.append(store)
-                ident, nguid = _stable_ids(sub.nqn, ns_cfg["nsid"])
-                sub.add_namespace(Namespace(
-                    nsid=ns_cfg["nsid"], backend=BlockNamespaceBackend(store), block_size=bs,
-                    num_blocks=store.num_blocks,
-                    uuid=uuid.UUID(ns_cfg["uuid"]).bytes if "uuid" in ns_cfg else ident,
-                    nguid=bytes.fromhex(ns_cfg["nguid"]) if "nguid" in ns_cfg else nguid))
+                sub.add_namespace(self._namespace(sub.nqn, ns_cfg))
             self.target.add_subsystem(sub)
+
+    def _namespace(self, subnqn: str, ns_cfg: dict[str, Any]) -> Namespace:
+        backend = ns_cfg["backend"]
+        nsid = ns_cfg["nsid"]
+        ident, nguid = _stable_ids(subnqn, nsid)
+        ids: dict[str, Any] = dict(uuid=uuid.UUID(ns_cfg["uuid"]).bytes if "uuid" in ns_cfg else ident,
+                                   nguid=bytes.fromhex(ns_cfg["nguid"]) if "nguid" in ns_cfg else nguid)
+        if ns_cfg.get("command_set", "nvm") == "kv":
+            kv = open_kv_store(backend["kind"], path=backend.get("path"), capacity_bytes=ns_cfg["capacity_bytes"],
+                               max_key_size=ns_cfg.get("max_key_size", cfgmod.KV_MAX_KEY_SIZE),
+                               max_value_size=ns_cfg.get("max_value_size", cfgmod.MIB),
+                               max_keys=ns_cfg.get("max_keys"), mode=KvMode(ns_cfg.get("mode", "strict")),
+                               ttl_s=ns_cfg.get("ttl_s"))
+            self.stores.append(kv)
+            return Namespace(nsid=nsid, backend=KvNamespaceBackend(kv), csi=Csi.KV, block_size=KV_NOVG,
+                             max_key_size=kv.max_key_size, max_value_size=kv.max_value_size,
+                             max_keys=ns_cfg.get("max_keys") or 0, capacity_bytes=ns_cfg["capacity_bytes"],
+                             usage=lambda: kv.stats.bytes_used, **ids)
+        bs = ns_cfg.get("block_size", 512)
+        store = open_block_store(backend["kind"], size_bytes=ns_cfg["size_bytes"], block_size=bs,
+                                 path=backend.get("path"))
+        self.stores.append(store)
+        return Namespace(nsid=nsid, backend=BlockNamespaceBackend(store), block_size=bs,
+                         num_blocks=store.num_blocks, **ids)
 
     async def start(self) -> None:
         for port in cfgmod.ports(self.cfg):

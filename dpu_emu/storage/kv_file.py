@@ -54,7 +54,7 @@ import time
 from collections.abc import Callable
 from enum import IntEnum
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from crc32c import crc32c
 
@@ -69,6 +69,7 @@ from dpu_emu.storage.kv import (
     KvMode,
     KvStore,
     KvStoreCorrupt,
+    MemoryKvStore,
     Victims,
 )
 
@@ -498,3 +499,18 @@ class FileKvStore(KvStore[LogRef]):
 
     def __repr__(self) -> str:
         return f"FileKvStore({os.fspath(self.path)!r}, capacity_bytes={self.capacity_bytes}, mode={self.mode.value})"
+
+
+def open_kv_store(kind: str, *, capacity_bytes: int, path: str | os.PathLike[str] | None = None,
+                  **limits: Any) -> KvStore[Any]:
+    """A KV store from a config-level description: ``kind`` "ram" (memory) or "file"
+    (a directory holding the log); ``limits`` are the KvStore keyword arguments."""
+    if kind == "ram":
+        if path is not None:
+            raise ValueError("a RAM KV store takes no path")
+        return MemoryKvStore(capacity_bytes, **limits)
+    if kind == "file":
+        if path is None:
+            raise ValueError("a file KV store needs a directory path")
+        return FileKvStore(path, capacity_bytes, **limits)
+    raise ValueError(f"unknown KV store kind {kind!r}; expected 'ram' or 'file'")

@@ -113,9 +113,9 @@ def identify_namespace_nvm(ns: Namespace) -> bytes:
 
 def identify_namespace_kv(ns: Namespace) -> bytes:
     return idf.ID_NS_KV.pack(
-        nsze=ns.num_blocks, nuse=0, nkvf=0, nmic=idf.NMIC_SHARED, novg=ns.block_size, nguid=ns.nguid,
-        eui64=ns.eui64 or bytes(8), kvf0_kvkml=ns.max_key_size, kvf0_kvvml=ns.max_value_size,
-        kvf0_mnks=ns.max_keys)
+        nsze=ns.capacity_bytes, nuse=ns.usage() if ns.usage is not None else 0, nkvf=0, nmic=idf.NMIC_SHARED,
+        novg=ns.block_size, nguid=ns.nguid, eui64=ns.eui64 or bytes(8), kvf0_kvkml=ns.max_key_size,
+        kvf0_kvvml=ns.max_value_size, kvf0_mnks=ns.max_keys)
 
 
 def _namespace(ctrl: Controller, nsid: int) -> Namespace | None:

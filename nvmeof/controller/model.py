@@ -54,6 +54,8 @@ class Namespace:
     max_key_size: int = 16
     max_value_size: int = 0
     max_keys: int = 0
+    capacity_bytes: int = 0  # KV: NSZE (bytes)
+    usage: Callable[[], int] | None = None  # KV: NUSE (bytes in use), read on Identify
 
     def __post_init__(self) -> None:
         if not 1 <= self.nsid <= NSID_MAX:
