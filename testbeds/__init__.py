@@ -1,0 +1,1 @@
+"""Test beds for dpu-emu (environments that exercise it from the outside)."""

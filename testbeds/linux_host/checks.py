@@ -1,0 +1,150 @@
+"""Host side of guest/lib/checks.sh: compose the guest script, parse its CHECK lines."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Final
+
+from . import config
+
+GUEST_LIB: Final[str] = f"/{config.GUEST_RUN_DIR}/lib"
+
+EXPECTED_CHECKS: Final[tuple[str, ...]] = (
+    "discover", "connect", "list", "id-ctrl", "id-ns", "smart-log", "error-log", "get-feature-7",
+    "dd-verify", "fio-verify", "blkdiscard", "write-zeroes", "flush", "disconnect",
+    "connect-digest", "io-digest", "disconnect-digest",
+    "connect-queues", "io-queues-count", "io-queues", "disconnect-queues",
+)
+"""Every check run_all_checks reports, in order."""
+
+SELFTEST_NQN: Final[str] = "nqn.2026-11.io.dpu-emu:linux-selftest"
+SELFTEST_SERIAL: Final[str] = "LNXSELF0001"
+SELFTEST_MODEL: Final[str] = "Linux"
+SELFTEST_ADDRESS: Final[str] = "127.0.0.1"
+SELFTEST_IO_PORT: Final[int] = 4420
+SELFTEST_DISCOVERY_PORT: Final[int] = 8009
+SELFTEST_NS_MIB: Final[int] = 256
+LBA_BYTES: Final[int] = 512
+SETUP_FAILED_STATUS: Final[int] = 10
+
+_CHECK_LINE = re.compile(r"^CHECK (\S+) (PASS|FAIL)(?: (.*))?$")
+_DONE_LINE = re.compile(r"^CHECKS-DONE total=(\d+) failed=(\d+)$")
+_CONTEXT_PREFIX: Final[str] = "  | "
+
+
+@dataclass(frozen=True)
+class TargetParams:
+    """Where the guest finds the NVMe/TCP target and what it expects of it."""
+
+    address: str
+    io_port: int
+    discovery_port: int
+    subnqn: str
+    expect_model: str | None = None
+    expect_serial: str | None = None
+    expect_lba_bytes: int | None = None
+    expect_discovery_trsvcid: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+    """More checks.sh variables (DD_MIB, FIO_SIZE_MIB, CMD_TIMEOUT_S ...)."""
+
+    def shell_assignments(self) -> str:
+        values: dict[str, object | None] = {
+            "TARGET_ADDR": self.address, "TARGET_PORT": self.io_port,
+            "DISCOVERY_PORT": self.discovery_port, "SUBNQN": self.subnqn,
+            "EXPECT_MODEL": self.expect_model, "EXPECT_SERIAL": self.expect_serial,
+            "EXPECT_LBA_BYTES": self.expect_lba_bytes,
+            "EXPECT_DISC_TRSVCID": self.expect_discovery_trsvcid, **self.extra,
+        }
+        for name in values:
+            if not re.fullmatch(r"[A-Z][A-Z0-9_]*", name):
+                raise ValueError(f"bad checks.sh variable name {name!r}")
+        return "\n".join(
+            f"{name}={shlex.quote(str(value))}" for name, value in values.items() if value is not None
+        )
+
+
+def checks_script(target: TargetParams, *, setup: str = "") -> str:
+    """A guest script: optional setup shell code, then every check against `target`."""
+    return "\n".join([
+        f". {GUEST_LIB}/checks.sh",
+        setup,
+        target.shell_assignments(),
+        "run_all_checks",
+        "",
+    ])
+
+
+def selftest_target() -> TargetParams:
+    return TargetParams(
+        address=SELFTEST_ADDRESS, io_port=SELFTEST_IO_PORT,
+        discovery_port=SELFTEST_DISCOVERY_PORT, subnqn=SELFTEST_NQN,
+        expect_model=SELFTEST_MODEL, expect_serial=SELFTEST_SERIAL, expect_lba_bytes=LBA_BYTES,
+        expect_discovery_trsvcid=SELFTEST_DISCOVERY_PORT,
+    )
+
+
+def selftest_script() -> str:
+    """Sets up the guest kernel's nvmet target on loopback, then runs every check against it."""
+    args = " ".join(shlex.quote(str(a)) for a in (
+        SELFTEST_NQN, SELFTEST_ADDRESS, SELFTEST_IO_PORT, SELFTEST_DISCOVERY_PORT,
+        SELFTEST_NS_MIB, SELFTEST_SERIAL,
+    ))
+    setup = f". {GUEST_LIB}/nvmet.sh\nnvmet_setup {args} || exit {SETUP_FAILED_STATUS}"
+    return checks_script(selftest_target(), setup=setup)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    passed: bool
+    detail: str
+    context: tuple[str, ...]
+    """Command output the guest printed before a failing check (without the "  | " prefix)."""
+
+    def describe(self) -> str:
+        state = "PASS" if self.passed else "FAIL"
+        lines = [f"{self.name}: {state} {self.detail}", *(f"    {c}" for c in self.context)]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    results: dict[str, CheckResult]
+    done_total: int | None
+    done_failed: int | None
+
+    @property
+    def complete(self) -> bool:
+        return self.done_total is not None
+
+    def failed(self) -> list[CheckResult]:
+        return [r for r in self.results.values() if not r.passed]
+
+    def summary(self) -> str:
+        return "\n".join(r.describe() for r in self.results.values())
+
+
+def parse_checks(output: str) -> CheckReport:
+    """Strictly parses CHECK / CHECKS-DONE lines; a repeated check name is an error."""
+    results: dict[str, CheckResult] = {}
+    context: list[str] = []
+    total = failed = None
+    for raw in output.splitlines():
+        line = raw.rstrip("\r")
+        if line.startswith(_CONTEXT_PREFIX):
+            context.append(line[len(_CONTEXT_PREFIX):])
+            continue
+        match = _CHECK_LINE.match(line)
+        if match:
+            name, state, detail = match.group(1), match.group(2), (match.group(3) or "").strip()
+            if name in results:
+                raise ValueError(f"check {name!r} reported twice")
+            results[name] = CheckResult(name, state == "PASS", detail, tuple(context))
+            context = []
+            continue
+        done = _DONE_LINE.match(line)
+        if done:
+            total, failed = int(done.group(1)), int(done.group(2))
+    return CheckReport(results, total, failed)
