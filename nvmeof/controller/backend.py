@@ -27,7 +27,7 @@ class IoCommand:
 
     def __init__(self, opcode: int, nsid: int, cid: int, *, qid: int = 0, cntlid: int = 0,
                  hostnqn: str = "", slba: int = 0, nlb: int = 0,
-                 data: bytes | None = None, fua: bool = False, deallocate: bool = False,
+                 data: bytes | bytearray | None = None, fua: bool = False, deallocate: bool = False,
                  ranges: list[tuple[int, int]] | None = None, sqe: tuple = (),
                  read_length: int = 0, key: bytes = b"", options: int = 0) -> None:
         self.opcode = opcode

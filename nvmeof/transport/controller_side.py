@@ -31,12 +31,13 @@ from ..errors import (
 )
 from ..wire.constants import (
     ADMIN_QID,
+    F_LAST_PDU,
+    F_SUCCESS,
     MIN_MAXH2CDATA,
     PFV_1_0,
     AdminOpcode,
     DigestFlag,
     Fes,
-    PduFlag,
     PduType,
     SglType,
 )
@@ -74,7 +75,7 @@ class CommandReceived(Event):
 
     __slots__ = ("sqe", "raw", "data")
 
-    def __init__(self, sqe: tuple, raw: bytes, data: bytes | None) -> None:
+    def __init__(self, sqe: tuple, raw: bytes, data: bytes | bytearray | None) -> None:
         self.sqe = sqe  # SQE.struct tuple
         self.raw = raw  # the 64 bytes, for views such as the Fabrics layouts
         self.data = data
@@ -104,7 +105,7 @@ class _H2CTransfer:
     def __init__(self, sqe: tuple, raw: bytes, length: int) -> None:
         self.sqe = sqe
         self.raw = raw
-        self.buf = bytearray(length)
+        self.buf: bytes | bytearray = bytearray(length)
         self.received = 0
         self.error: NvmeStatus | None = None
 
@@ -253,7 +254,11 @@ class ControllerConnection(TcpConnection):
         assert pdu.data is not None
         if not pdu.data_digest_ok and xfer.error is None:
             xfer.error = TransientTransportError("data digest error on H2CData")
-        xfer.buf[datao:datao + datal] = pdu.data
+        if datal == len(xfer.buf):  # the whole transfer in one PDU: keep its buffer, no copy
+            xfer.buf = pdu.data
+        else:
+            assert isinstance(xfer.buf, bytearray)
+            xfer.buf[datao:datao + datal] = pdu.data
         xfer.received += datal
         if xfer.received < len(xfer.buf):
             return
@@ -262,7 +267,7 @@ class ControllerConnection(TcpConnection):
         if xfer.error is not None:
             self._fail_command(xfer.sqe[SQE_CID], xfer.error, events)
         else:
-            events.append(CommandReceived(xfer.sqe, xfer.raw, bytes(xfer.buf)))
+            events.append(CommandReceived(xfer.sqe, xfer.raw, xfer.buf))
         if self._waiting_r2t:
             self._start_h2c(*self._waiting_r2t.popleft())
 
@@ -292,7 +297,7 @@ class ControllerConnection(TcpConnection):
             n = min(chunk, total - offset)
             flags = 0
             if offset + n == total:
-                flags = PduFlag.LAST_PDU | (PduFlag.SUCCESS if success else 0)
+                flags = F_LAST_PDU | (F_SUCCESS if success else 0)
             self.pdu(_C2H.pack(PduType.C2H_DATA, 0, C2H_DATA.size, 0, 0, cid, offset, n),
                      view[offset:offset + n], extra_flags=flags)
             offset += n

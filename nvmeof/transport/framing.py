@@ -24,10 +24,11 @@ from ..errors import PduError, ProtocolMisuse
 from ..wire.constants import (
     CH_SIZE,
     DIGEST_SIZE,
+    F_DDGSTF,
+    F_HDGSTF,
     TERM_REQ_HLEN,
     TERM_REQ_MAX_DATA,
     Fes,
-    PduFlag,
     PduType,
 )
 from ..wire.crc import crc32c, read_digest
@@ -135,19 +136,20 @@ class PduReader:
             return None
         is_term = pdu_type == PduType.H2C_TERM_REQ or pdu_type == PduType.C2H_TERM_REQ
         # TermReqs never carry digests (their flags are not validated): ignore HDGSTF there.
-        hd = DIGEST_SIZE if flags & PduFlag.HDGSTF and not is_term else 0
+        hd = DIGEST_SIZE if flags & F_HDGSTF and not is_term else 0
+        view = memoryview(buf)
         if hd:
-            if crc32c(memoryview(buf)[start:start + hlen]) != read_digest(buf, start + hlen):
+            if crc32c(view[start:start + hlen]) != read_digest(buf, start + hlen):
                 self._fail(Fes.HEADER_DIGEST_ERROR, 0, "header digest mismatch", hlen)
-        header = bytes(buf[start:start + hlen])
+        header = bytes(view[start:start + hlen])
         data: bytes | None = None
         ok = True
         if is_term:
             if plen > hlen:
-                data = bytes(buf[start + hlen:start + plen])
+                data = bytes(view[start + hlen:start + plen])
         elif plen > hlen + hd:
-            dd = DIGEST_SIZE if flags & PduFlag.DDGSTF else 0
-            data = bytes(buf[start + pdo:start + plen - dd])
+            dd = DIGEST_SIZE if flags & F_DDGSTF else 0
+            data = bytes(view[start + pdo:start + plen - dd])
             if dd:
                 ok = crc32c(data) == read_digest(buf, start + plen - dd)
         self._start = start + plen
@@ -165,21 +167,21 @@ class PduReader:
                              avail: int) -> None:
         if pdu_type not in self.accept:
             self._fail(Fes.INVALID_HEADER_FIELD, FEI_TYPE, f"unexpected PDU type {pdu_type:#x}")
-        expected_hlen = HLEN[PduType(pdu_type)]
+        expected_hlen = HLEN[pdu_type]
         if hlen != expected_hlen:
             self._fail(Fes.INVALID_HEADER_FIELD, FEI_HLEN, f"hlen {hlen} != {expected_hlen}")
         if pdu_type in (PduType.H2C_TERM_REQ, PduType.C2H_TERM_REQ):
             if not TERM_REQ_HLEN <= plen <= TERM_REQ_HLEN + TERM_REQ_MAX_DATA:
                 self._fail(Fes.INVALID_HEADER_FIELD, FEI_PLEN, f"TermReq plen {plen}")
             return
-        if flags & ~VALID_FLAGS[PduType(pdu_type)]:
+        if flags & ~VALID_FLAGS[pdu_type]:
             self._fail(Fes.INVALID_HEADER_FIELD, FEI_FLAGS, f"flags {flags:#x} invalid for this PDU type")
-        hd_flag = bool(flags & PduFlag.HDGSTF)
+        hd_flag = bool(flags & F_HDGSTF)
         hd_expected = self.hdgst and pdu_type in HEADER_DIGEST_TYPES
         if hd_flag != hd_expected:
             self._fail(Fes.INVALID_HEADER_FIELD, FEI_FLAGS, "HDGSTF does not match the negotiated digest")
         hd = DIGEST_SIZE if hd_flag else 0
-        dd_flag = bool(flags & PduFlag.DDGSTF)
+        dd_flag = bool(flags & F_DDGSTF)
         if dd_flag and not (self.ddgst and pdu_type in DATA_DIGEST_TYPES):
             self._fail(Fes.INVALID_HEADER_FIELD, FEI_FLAGS, "DDGSTF set but data digest not negotiated")
         if plen < hlen + hd:

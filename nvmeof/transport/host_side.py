@@ -19,6 +19,8 @@ from __future__ import annotations
 from ..errors import PduError
 from ..wire.constants import (
     CH_SIZE,
+    F_LAST_PDU,
+    F_SUCCESS,
     MIN_MAXH2CDATA,
     PFV_1_0,
     PSDT_SGL_MPTR_CONTIG,
@@ -26,7 +28,6 @@ from ..wire.constants import (
     DigestFlag,
     Fes,
     GenericStatus,
-    PduFlag,
     PduType,
     SglType,
     StatusCodeType,
@@ -200,8 +201,8 @@ class HostConnection(TcpConnection):
         read.received += datal
         if not pdu.data_digest_ok:
             read.digest_error = True
-        if flags & PduFlag.SUCCESS:
-            if not flags & PduFlag.LAST_PDU:
+        if flags & F_SUCCESS:
+            if not flags & F_LAST_PDU:
                 raise PduError(Fes.INVALID_HEADER_FIELD, FEI_FLAGS, "SUCCESS without LAST_PDU", pdu.header)
             del self._reads[cid]
             status = _DIGEST_ERROR_STATUS if read.digest_error else 0
@@ -221,7 +222,7 @@ class HostConnection(TcpConnection):
         chunk = self.maxh2cdata
         while offset < end:
             n = min(chunk, end - offset)
-            last = PduFlag.LAST_PDU if offset + n == end else 0
+            last = F_LAST_PDU if offset + n == end else 0
             self.pdu(_H2C.pack(PduType.H2C_DATA, 0, H2C_DATA.size, 0, 0, cid, ttag, offset, n),
                      data[offset:offset + n], extra_flags=last)
             offset += n

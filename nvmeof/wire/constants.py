@@ -45,6 +45,13 @@ class PduFlag(IntFlag):
     SUCCESS = 0x08
 
 
+# Plain-int copies for hot paths: IntFlag arithmetic builds a new enum object per operation.
+F_HDGSTF = PduFlag.HDGSTF.value
+F_DDGSTF = PduFlag.DDGSTF.value
+F_LAST_PDU = PduFlag.LAST_PDU.value
+F_SUCCESS = PduFlag.SUCCESS.value
+
+
 class DigestFlag(IntFlag):
     """ICReq/ICResp DGST field."""
 

@@ -13,6 +13,8 @@ from .constants import (
     CH_SIZE,
     DATA_PDU_HLEN,
     DIGEST_SIZE,
+    F_DDGSTF,
+    F_HDGSTF,
     ICREQ_SIZE,
     R2T_HLEN,
     TERM_REQ_HLEN,
@@ -74,7 +76,7 @@ CAPSULE_CMD_HEADER = COMMON_HEADER.extend("CapsuleCmd", CAPSULE_CMD_HLEN, embed=
 CAPSULE_RESP_HEADER = COMMON_HEADER.extend("CapsuleResp", CAPSULE_RESP_HLEN, embed=(CQE, CH_SIZE))
 
 # PDU-specific header lengths (hlen) by type; what each direction may carry.
-HLEN = {
+HLEN: dict[int, int] = {
     PduType.ICREQ: ICREQ_SIZE,
     PduType.ICRESP: ICREQ_SIZE,
     PduType.H2C_TERM_REQ: TERM_REQ_HLEN,
@@ -99,14 +101,14 @@ CONTROLLER_TO_HOST = frozenset(
 DATA_TYPES = DATA_DIGEST_TYPES | {PduType.H2C_TERM_REQ, PduType.C2H_TERM_REQ}
 
 # Flags each PDU type may carry (TermReqs: none are checked, as SPDK and Linux do).
-VALID_FLAGS = {
+VALID_FLAGS: dict[int, int] = {
     PduType.ICREQ: 0,
     PduType.ICRESP: 0,
-    PduType.CAPSULE_CMD: PduFlag.HDGSTF | PduFlag.DDGSTF,
-    PduType.CAPSULE_RESP: PduFlag.HDGSTF,
-    PduType.R2T: PduFlag.HDGSTF,
-    PduType.H2C_DATA: PduFlag.HDGSTF | PduFlag.DDGSTF | PduFlag.LAST_PDU,
-    PduType.C2H_DATA: PduFlag.HDGSTF | PduFlag.DDGSTF | PduFlag.LAST_PDU | PduFlag.SUCCESS,
+    PduType.CAPSULE_CMD: int(PduFlag.HDGSTF | PduFlag.DDGSTF),
+    PduType.CAPSULE_RESP: int(PduFlag.HDGSTF),
+    PduType.R2T: int(PduFlag.HDGSTF),
+    PduType.H2C_DATA: int(PduFlag.HDGSTF | PduFlag.DDGSTF | PduFlag.LAST_PDU),
+    PduType.C2H_DATA: int(PduFlag.HDGSTF | PduFlag.DDGSTF | PduFlag.LAST_PDU | PduFlag.SUCCESS),
 }
 
 _CH = COMMON_HEADER.struct
@@ -135,9 +137,9 @@ def build_pdu(
     use_hd = hdgst and pdu_type in HEADER_DIGEST_TYPES
     use_dd = ddgst and data is not None and len(data) > 0 and pdu_type in DATA_DIGEST_TYPES
     if use_hd:
-        flags |= PduFlag.HDGSTF
+        flags |= F_HDGSTF
     if use_dd:
-        flags |= PduFlag.DDGSTF
+        flags |= F_DDGSTF
     pdo = 0
     plen = hlen + (DIGEST_SIZE if use_hd else 0)
     pad = 0
