@@ -133,3 +133,23 @@ KvInvalidKeySize = _status("KvInvalidKeySize", G, KvStatus.INVALID_KEY_SIZE)
 KvKeyDoesNotExist = _status("KvKeyDoesNotExist", G, KvStatus.KEY_DOES_NOT_EXIST)
 KvUnrecoveredError = _status("KvUnrecoveredError", G, KvStatus.UNRECOVERED_ERROR)
 KvKeyExists = _status("KvKeyExists", G, KvStatus.KEY_EXISTS)
+
+# (sct, sc) -> class, for turning a completion status back into a typed error.  SCT 0 codes
+# from 80h up mean different things in the NVM and KV command sets, so those two tables differ.
+_NVM_CLASSES: dict[tuple[int, int], type[NvmeStatus]] = {}
+_KV_CLASSES: dict[tuple[int, int], type[NvmeStatus]] = {}
+for _cls in list(globals().values()):
+    if isinstance(_cls, type) and issubclass(_cls, NvmeStatus) and _cls is not NvmeStatus:
+        _kv = _cls.__name__.startswith("Kv")
+        _table = _KV_CLASSES if _kv else _NVM_CLASSES
+        _table.setdefault((int(_cls.sct), int(_cls.sc)), _cls)
+for _code, _cls in _NVM_CLASSES.items():
+    if _code[0] != StatusCodeType.GENERIC or _code[1] < 0x80:
+        _KV_CLASSES.setdefault(_code, _cls)
+
+
+def status_error(status: int, dw0: int = 0, *, kv: bool = False, message: str = "") -> NvmeStatus:
+    """The typed error for a CQE status (``kv``: interpret SCT 0 80h+ as KV codes)."""
+    sct, sc, dnr = decode_status(status)
+    cls = (_KV_CLASSES if kv else _NVM_CLASSES).get((sct, sc), NvmeStatus)
+    return cls(message or status_name(sct, sc, kv=kv), sct=sct, sc=sc, dnr=dnr, dw0=dw0)

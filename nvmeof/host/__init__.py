@@ -26,6 +26,7 @@ from .controller import (
     default_hostnqn,
 )
 from .discovery import DiscoveryEntry, DiscoveryLogChanged, discover, read_discovery_log
+from .kv import KvLimits, KvNamespace, KvValueTruncated
 from .queue import DEFAULT_TIMEOUT_S, HostQueue
 
 __all__ = [
@@ -37,6 +38,9 @@ __all__ = [
     "DiscoveryLogChanged",
     "HostController",
     "HostQueue",
+    "KvLimits",
+    "KvNamespace",
+    "KvValueTruncated",
     "NamespaceInfo",
     "NvmeStatus",
     "PeerTerminated",

@@ -25,7 +25,7 @@ import uuid as uuidlib
 from typing import Any
 
 from ..controller.identify import ID_CTRL, ID_NS, IDENTIFY_DATA_SIZE, NS_ID_DESC_HEADER, NSID_LIST_ENTRIES
-from ..errors import InvalidField, InvalidNamespace, NvmeStatus, ProtocolMisuse
+from ..errors import InvalidField, InvalidNamespace, NvmeStatus, ProtocolMisuse, status_error
 from ..wire.constants import (
     ADMIN_QID,
     CAP_CSS_IO_SETS,
@@ -86,7 +86,7 @@ def default_hostnqn() -> str:
 def check(completion: Completion) -> Completion:
     """Raise :class:`NvmeStatus` for a non-zero status, else return ``completion``."""
     if completion.status:
-        raise NvmeStatus.from_status(completion.status, completion.dw0)
+        raise status_error(completion.status, completion.dw0)
     return completion
 
 
@@ -309,7 +309,7 @@ class HostController:
         if size <= self.max_transfer and nlb <= cmds.NLB_MAX:
             completion = await self.queue(queue).submit(cmds.read(nsid, slba, nlb), None, size, timeout)
             if completion.status:
-                raise NvmeStatus.from_status(completion.status, completion.dw0)
+                raise status_error(completion.status, completion.dw0)
             return completion.data if completion.data is not None else bytearray()
         parts = await asyncio.gather(*(self.read(nsid, s, n, queue=queue, timeout=timeout)
                                        for s, n in self._chunks(info, slba, nlb)))
@@ -326,7 +326,7 @@ class HostController:
         if len(data) <= self.max_transfer and nlb <= cmds.NLB_MAX:
             completion = await self.queue(queue).submit(cmds.write(nsid, slba, nlb, fua), data, 0, timeout)
             if completion.status:
-                raise NvmeStatus.from_status(completion.status, completion.dw0)
+                raise status_error(completion.status, completion.dw0)
             return
         view = memoryview(data)
         bs = info.block_size

@@ -55,6 +55,9 @@ class RunningDevice:
         return self.device.target
 
     def stop(self) -> None:
+        """Stop the device and its loop (idempotent: tests may stop one early to restart it)."""
+        if self.loop.is_closed():
+            return
         try:
             self.call(self.device.stop())
         finally:
