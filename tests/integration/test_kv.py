@@ -143,7 +143,7 @@ def test_cache_mode_evicts_the_least_recently_used_and_never_returns_wrong_data(
                 assert await kv.retrieve(bytes([key])) == bytes([key]) * chunk
             rng = random.Random(7)
             live: dict[bytes, bytes] = {}
-            for i in range(200):
+            for _ in range(200):
                 key = rng.randbytes(4)
                 val = rng.randbytes(rng.randint(1, chunk))
                 await kv.store(key, val)
