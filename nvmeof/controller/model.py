@@ -129,7 +129,7 @@ class TargetConfig:
     in_capsule_size: int = 8192
     mdts_bytes: int = 1 << 20
     max_queue_depth: int = 128
-    max_admin_queue_depth: int = 32
+    max_admin_queue_depth: int = 128  # SPDK's max_aq_depth; Linux asks for 32 entries
     max_io_queues: int = 16
     c2h_success: bool = True
     kas_100ms: int = 1  # keep-alive granularity advertised in Identify (KAS)

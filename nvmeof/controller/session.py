@@ -287,7 +287,7 @@ class QueueSession:
         cfg = self.target.config
         if data.cntlid != CNTLID_DYNAMIC:
             raise _invalid_connect("only the dynamic controller model is supported", IPO_CNTLID, True)
-        if not MIN_ADMIN_SQSIZE <= cmd.sqsize < cfg.max_queue_depth:
+        if not MIN_ADMIN_SQSIZE <= cmd.sqsize < cfg.max_admin_queue_depth:
             raise _invalid_connect(f"admin SQSIZE {cmd.sqsize}", IPO_SQSIZE, False)
         cntlid = self.target.allocate_cntlid(subsystem)
         ctrl = Controller(self.target, subsystem, cntlid, hostnqn, bytes(data.hostid), cmd.kato, self,

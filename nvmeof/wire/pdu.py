@@ -111,6 +111,8 @@ VALID_FLAGS: dict[int, int] = {
     PduType.C2H_DATA: int(PduFlag.HDGSTF | PduFlag.DDGSTF | PduFlag.LAST_PDU | PduFlag.SUCCESS),
 }
 
+TERM_REQ_TYPES = frozenset({PduType.H2C_TERM_REQ, PduType.C2H_TERM_REQ})
+
 _CH = COMMON_HEADER.struct
 
 
@@ -144,9 +146,12 @@ def build_pdu(
     plen = hlen + (DIGEST_SIZE if use_hd else 0)
     pad = 0
     if data is not None and len(data) > 0:
-        pad = -plen % data_alignment
-        pdo = plen + pad
-        plen = pdo + len(data) + (DIGEST_SIZE if use_dd else 0)
+        if pdu_type in TERM_REQ_TYPES:  # error data follows the header; PDO stays 0 (as SPDK sends)
+            plen += len(data)
+        else:
+            pad = -plen % data_alignment
+            pdo = plen + pad
+            plen = pdo + len(data) + (DIGEST_SIZE if use_dd else 0)
     hdr = bytearray(header)
     _CH.pack_into(hdr, 0, pdu_type, flags, hlen, pdo, plen)
     pieces: list[bytes | memoryview] = [bytes(hdr)]

@@ -429,3 +429,12 @@ def test_c2h_data_honours_the_host_pdu_data_alignment() -> None:
     pdo = c2h[3]
     assert pdo == 32 and pdo % 8 == 0
     assert c2h[pdo:pdo + 4096] == payload
+
+
+def test_term_req_carries_the_offending_header_after_its_own_with_pdo_zero() -> None:
+    conn = ready_controller()
+    bad = p.frame(0x08, b"\0" * 16)  # 08h is no PDU type
+    conn.receive_data(bad)
+    (term,) = p.sent(conn)
+    assert term[3] == 0  # PDO
+    assert int.from_bytes(term[4:8], "little") == len(term) == 24 + len(bad)
