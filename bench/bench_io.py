@@ -99,7 +99,7 @@ def start_target(log: IO[bytes]) -> tuple[subprocess.Popen[bytes], int]:
     """``python -m dpu_emu serve`` on free ports, its output going to ``log``."""
     io_port, disc_port = free_port(), free_port()
     cmd = [sys.executable, "-m", "dpu_emu", "serve", "--address", LOOPBACK, "--port", str(io_port),
-           "--discovery-port", str(disc_port), "--log-level", "WARNING"]
+           "--discovery-port", str(disc_port), "--log-level", "WARNING", "--no-rest"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_accepting(io_port, proc, SERVER_START_TIMEOUT_S)

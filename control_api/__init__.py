@@ -1,1 +1,10 @@
-"""REST control plane (FastAPI) over dpu_emu's services: arrives with the REST issue."""
+"""REST control plane (FastAPI) over dpu_emu's domain services.
+
+``create_app(device, admin_digest=...)`` builds the app; :class:`RestFrontend` serves it
+inside ``dpu-emu serve`` (entry point ``dpu_emu.frontends: rest``).
+"""
+
+from .app import create_app
+from .frontend import RestFrontend
+
+__all__ = ["RestFrontend", "create_app"]

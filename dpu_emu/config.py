@@ -56,9 +56,12 @@ def load_config(path: str | Path) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as fh:
             cfg = json.load(fh)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
-    validate_config(cfg)
+    try:
+        validate_config(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
     return cfg
 
 
@@ -95,6 +98,8 @@ class PortConfig:
 
 
 def _require(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{where}: expected an object, got {obj!r}")
     if key not in obj:
         raise ConfigError(f"{where}: missing '{key}'")
     value = obj[key]
@@ -130,8 +135,12 @@ def validate_config(cfg: Any) -> None:
         if nqn in nqns:
             raise ConfigError(f"{where}.nqn: duplicate {nqn}")
         nqns.add(nqn)
+        _optional(sub, "id", str, where)
+        for h, host in enumerate(_optional(sub, "hosts", list, where) or []):
+            if not isinstance(host, str):
+                raise ConfigError(f"{where}.hosts[{h}]: expected a host NQN string")
         nsids: set[int] = set()
-        for j, ns in enumerate(sub.get("namespaces", [])):
+        for j, ns in enumerate(_optional(sub, "namespaces", list, where) or []):
             nwhere = f"{where}.namespaces[{j}]"
             nsid = _require(ns, "nsid", int, nwhere)
             if nsid in nsids or nsid < 1:
@@ -155,9 +164,31 @@ def validate_config(cfg: Any) -> None:
                 raise ConfigError(f"{nwhere}.backend.kind: 'ram' or 'file'")
             if kind == "file":
                 _require(backend, "path", str, f"{nwhere}.backend")
-    unknown = set(cfg.get("transport", {})) - TRANSPORT_KEYS
+    _validate_tenants(cfg)
+    unknown = set(_optional(cfg, "transport", dict, "config") or {}) - TRANSPORT_KEYS
     if unknown:
         raise ConfigError(f"transport: unknown keys {sorted(unknown)}")
+
+
+def _optional(obj: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    if obj.get(key) is None:
+        return None
+    return _require(obj, key, kind, where)
+
+
+def _validate_tenants(cfg: dict[str, Any]) -> None:
+    """Shape only; the domain services check names, NQNs and references on load."""
+    for i, tenant in enumerate(_optional(cfg, "tenants", list, "config") or []):
+        where = f"tenants[{i}]"
+        _require(tenant, "name", str, where)
+        _optional(tenant, "token_sha256", str, where)
+        _optional(tenant, "qos", str, where)
+        for h, host in enumerate(_optional(tenant, "hosts", list, where) or []):
+            if not isinstance(host, str):
+                raise ConfigError(f"{where}.hosts[{h}]: expected a host NQN string")
+        for j, grant in enumerate(_optional(tenant, "namespaces", list, where) or []):
+            _require(grant, "subsystem", str, f"{where}.namespaces[{j}]")
+            _require(grant, "nsid", int, f"{where}.namespaces[{j}]")
 
 
 def _validate_kv_namespace(ns: dict[str, Any], where: str) -> None:

@@ -10,14 +10,18 @@ import asyncio
 import logging
 import signal
 import uuid
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from nvmeof.controller.model import Listener, Namespace, Subsystem, Target, TargetConfig
+from nvmeof.controller.model import Namespace, Target, TargetConfig
 from nvmeof.target.server import NvmeTcpServer
-from nvmeof.wire.constants import AddressFamily, Csi
+from nvmeof.wire.constants import Csi
 
 from . import config as cfgmod
 from .datapath import BlockNamespaceBackend, KvNamespaceBackend
+from .domain import DomainError, Services
+from .frontends import Frontend
 from .storage.block import BlockStore, open_block_store
 from .storage.kv import KvMode, KvStore
 from .storage.kv_file import open_kv_store
@@ -35,26 +39,40 @@ def _stable_ids(subnqn: str, nsid: int) -> tuple[bytes, bytes]:
 
 
 class Device:
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    """``config_path``: where every accepted change is saved (None: changes stay in memory).
+    ``frontends``: started after the listeners, stopped first (see :mod:`dpu_emu.frontends`)."""
+
+    def __init__(self, cfg: dict[str, Any], *, config_path: str | Path | None = None,
+                 frontends: Sequence[Frontend] = (), data_dir: str | Path | None = None) -> None:
         cfgmod.validate_config(cfg)
         self.cfg = cfg
         self.target = Target(TargetConfig(**cfg.get("transport", {})))
         self.server = NvmeTcpServer(self.target)
-        self.stores: list[BlockStore | KvStore] = []
+        self.stores: dict[tuple[str, int], BlockStore | KvStore] = {}
         self.bound: dict[int, tuple[str, int]] = {}
-        self._build()
+        self.frontends = list(frontends)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.services = Services(self, config_path=Path(config_path) if config_path is not None else None,
+                                 base_config=cfg, on_commit=self._committed,
+                                 data_dir=Path(data_dir) if data_dir is not None else None)
+        try:
+            self.services.load(cfg)
+        except DomainError as exc:
+            self._close_stores()
+            raise cfgmod.ConfigError(str(exc)) from exc
+        except BaseException:
+            self._close_stores()
+            raise
 
-    def _build(self) -> None:
-        for sub_cfg in self.cfg["subsystems"]:
-            sub = Subsystem(
-                nqn=sub_cfg["nqn"], serial=sub_cfg.get("serial", "DPUEMU0001"),
-                model=sub_cfg.get("model", "dpu-emu"), allow_any_host=sub_cfg.get("allow_any_host", True),
-                hosts=set(sub_cfg.get("hosts", [])), max_namespaces=sub_cfg.get("max_namespaces", 1024))
-            for ns_cfg in sub_cfg.get("namespaces", []):
-                sub.add_namespace(self._namespace(sub.nqn, ns_cfg))
-            self.target.add_subsystem(sub)
+    def _committed(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
 
-    def _namespace(self, subnqn: str, ns_cfg: dict[str, Any]) -> Namespace:
+    def build_namespace(self, subnqn: str, ns_cfg: dict[str, Any]) -> Namespace:
+        """Open the store a namespace's configuration describes and wrap it as a namespace
+        (called by the domain services, on load and when one is added at run time)."""
+        key = (subnqn, ns_cfg["nsid"])
+        if key in self.stores:
+            raise ValueError(f"namespace {key} already has a store")
         backend = ns_cfg["backend"]
         nsid = ns_cfg["nsid"]
         ident, nguid = _stable_ids(subnqn, nsid)
@@ -66,7 +84,7 @@ class Device:
                                max_value_size=ns_cfg.get("max_value_size", cfgmod.MIB),
                                max_keys=ns_cfg.get("max_keys"), mode=KvMode(ns_cfg.get("mode", "strict")),
                                ttl_s=ns_cfg.get("ttl_s"))
-            self.stores.append(kv)
+            self.stores[key] = kv
             return Namespace(nsid=nsid, backend=KvNamespaceBackend(kv), csi=Csi.KV, block_size=KV_NOVG,
                              max_key_size=kv.max_key_size, max_value_size=kv.max_value_size,
                              max_keys=ns_cfg.get("max_keys") or 0, capacity_bytes=ns_cfg["capacity_bytes"],
@@ -74,16 +92,28 @@ class Device:
         bs = ns_cfg.get("block_size", 512)
         store = open_block_store(backend["kind"], size_bytes=ns_cfg["size_bytes"], block_size=bs,
                                  path=backend.get("path"))
-        self.stores.append(store)
+        self.stores[key] = store
         return Namespace(nsid=nsid, backend=BlockNamespaceBackend(store), block_size=bs,
                          num_blocks=store.num_blocks, **ids)
 
+    def close_namespace(self, subnqn: str, nsid: int) -> None:
+        """Flush and close the store of a namespace that was removed."""
+        store = self.stores.pop((subnqn, nsid), None)
+        if store is not None:
+            try:
+                store.flush()
+            finally:
+                store.close()
+
+    def _close_stores(self) -> None:
+        for key in list(self.stores):
+            self.close_namespace(*key)
+
     async def start(self) -> None:
-        for port in cfgmod.ports(self.cfg):
-            listener = Listener(traddr=port.traddr, trsvcid=port.trsvcid, portid=port.portid,
-                                adrfam=AddressFamily.IPV6 if port.adrfam == "ipv6" else AddressFamily.IPV4,
-                                discovery=port.discovery, io=port.io)
-            self.bound[port.portid] = await self.server.listen(listener)
+        self.loop = asyncio.get_running_loop()
+        await self.services.listeners.start_all()
+        for frontend in self.frontends:
+            await frontend.start(self)
 
     @property
     def io_port(self) -> int:
@@ -100,13 +130,13 @@ class Device:
         return str(self.cfg["subsystems"][0]["nqn"])
 
     async def stop(self) -> None:
-        await self.server.close()
-        for store in self.stores:
+        for frontend in reversed(self.frontends):
             try:
-                store.flush()
-            finally:
-                store.close()
-        self.stores.clear()
+                await frontend.stop()
+            except Exception:  # one frontend failing to stop must not keep the stores open
+                log.exception("frontend %s did not stop cleanly", getattr(frontend, "name", frontend))
+        await self.server.close()
+        self._close_stores()
 
     async def run_forever(self) -> None:
         """Serve until SIGINT or SIGTERM, then shut down cleanly."""
@@ -114,9 +144,9 @@ class Device:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await self.start()
-        log.info("dpu-emu serving %d subsystem(s)", len(self.target.subsystems))
         try:
+            await self.start()
+            log.info("dpu-emu serving %d subsystem(s)", len(self.target.subsystems))
             await stop.wait()
         finally:
             log.info("shutting down")

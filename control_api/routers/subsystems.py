@@ -1,0 +1,99 @@
+"""/v1/subsystems, their namespaces and their allowed hosts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, Response
+
+from ..deps import Caller, Svc, on_device
+from ..errors import ERROR_RESPONSES
+from ..schemas import (
+    NSID_MAX,
+    HostCreate,
+    HostPublic,
+    NamespaceCreate,
+    NamespacePublic,
+    SubsystemCreate,
+    SubsystemPublic,
+    SubsystemUpdate,
+)
+from ._util import CREATED, NO_CONTENT, out, out_list
+
+router = APIRouter(prefix="/v1/subsystems", tags=["subsystems"], responses=ERROR_RESPONSES)
+SubRef = Annotated[str, Path(description="subsystem NQN or id", max_length=256)]
+Nsid = Annotated[int, Path(ge=1, le=NSID_MAX)]
+HostRef = Annotated[str, Path(description="host NQN", max_length=256)]
+
+
+@router.post("", status_code=CREATED, response_model=SubsystemPublic)
+async def create_subsystem(body: SubsystemCreate, request: Request, svc: Svc, caller: Caller) -> SubsystemPublic:
+    return out(SubsystemPublic, await on_device(request, svc.subsystems.create, body.model_dump(), caller))
+
+
+@router.get("", response_model=list[SubsystemPublic])
+async def list_subsystems(request: Request, svc: Svc, caller: Caller) -> list[SubsystemPublic]:
+    return out_list(SubsystemPublic, await on_device(request, svc.subsystems.list, caller))
+
+
+@router.get("/{subsystem}", response_model=SubsystemPublic)
+async def get_subsystem(subsystem: SubRef, request: Request, svc: Svc, caller: Caller) -> SubsystemPublic:
+    return out(SubsystemPublic, await on_device(request, svc.subsystems.get, subsystem, caller))
+
+
+@router.patch("/{subsystem}", response_model=SubsystemPublic)
+async def update_subsystem(subsystem: SubRef, body: SubsystemUpdate, request: Request, svc: Svc,
+                           caller: Caller) -> SubsystemPublic:
+    changes = body.model_dump(exclude_unset=True)
+    return out(SubsystemPublic, await on_device(request, svc.subsystems.update, subsystem, changes, caller))
+
+
+@router.delete("/{subsystem}", status_code=NO_CONTENT, response_class=Response)
+async def delete_subsystem(subsystem: SubRef, request: Request, svc: Svc, caller: Caller) -> Response:
+    await on_device(request, svc.subsystems.delete, subsystem, caller)
+    return Response(status_code=NO_CONTENT)
+
+
+@router.post("/{subsystem}/namespaces", status_code=CREATED, response_model=NamespacePublic)
+async def create_namespace(subsystem: SubRef, body: NamespaceCreate, request: Request, svc: Svc,
+                           caller: Caller) -> NamespacePublic:
+    spec = body.model_dump(exclude_none=True)
+    return out(NamespacePublic, await on_device(request, svc.namespaces.add, subsystem, spec, caller))
+
+
+@router.get("/{subsystem}/namespaces", response_model=list[NamespacePublic])
+async def list_namespaces(subsystem: SubRef, request: Request, svc: Svc, caller: Caller) -> list[NamespacePublic]:
+    return out_list(NamespacePublic, await on_device(request, svc.namespaces.list, subsystem, caller))
+
+
+@router.get("/{subsystem}/namespaces/{nsid}", response_model=NamespacePublic)
+async def get_namespace(subsystem: SubRef, nsid: Nsid, request: Request, svc: Svc,
+                        caller: Caller) -> NamespacePublic:
+    return out(NamespacePublic, await on_device(request, svc.namespaces.get, subsystem, nsid, caller))
+
+
+@router.delete("/{subsystem}/namespaces/{nsid}", status_code=NO_CONTENT, response_class=Response)
+async def delete_namespace(subsystem: SubRef, nsid: Nsid, request: Request, svc: Svc, caller: Caller) -> Response:
+    await on_device(request, svc.namespaces.remove, subsystem, nsid, caller)
+    return Response(status_code=NO_CONTENT)
+
+
+@router.post("/{subsystem}/hosts", status_code=CREATED, response_model=HostPublic)
+async def add_host(subsystem: SubRef, body: HostCreate, request: Request, svc: Svc, caller: Caller) -> HostPublic:
+    return out(HostPublic, await on_device(request, svc.hosts.add, subsystem, body.nqn, caller))
+
+
+@router.get("/{subsystem}/hosts", response_model=list[HostPublic])
+async def list_hosts(subsystem: SubRef, request: Request, svc: Svc, caller: Caller) -> list[HostPublic]:
+    return out_list(HostPublic, await on_device(request, svc.hosts.list, subsystem, caller))
+
+
+@router.get("/{subsystem}/hosts/{host}", response_model=HostPublic)
+async def get_host(subsystem: SubRef, host: HostRef, request: Request, svc: Svc, caller: Caller) -> HostPublic:
+    return out(HostPublic, await on_device(request, svc.hosts.get, subsystem, host, caller))
+
+
+@router.delete("/{subsystem}/hosts/{host}", status_code=NO_CONTENT, response_class=Response)
+async def remove_host(subsystem: SubRef, host: HostRef, request: Request, svc: Svc, caller: Caller) -> Response:
+    await on_device(request, svc.hosts.remove, subsystem, host, caller)
+    return Response(status_code=NO_CONTENT)

@@ -1,0 +1,250 @@
+"""Request and response bodies: XCreate / XUpdate / XPublic per resource.
+
+Bounds here describe the API to clients (and to schemathesis); the domain services
+enforce the invariants themselves, so a request the schema admits may still be refused
+with 400/409.  Secrets are write-only: a tenant token appears once, in TenantCreated.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NQN_MAX = 223
+ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+SIZE_MAX = 1 << 50
+NSID_MAX = 0xFFFFFFFE
+PATH_MAX = 4096
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+Nqn = Field(min_length=5, max_length=NQN_MAX, pattern=r"^nqn\.\S+$")
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[dict[str, object]] | None = None
+
+
+# -- subsystems ---------------------------------------------------------------------------
+
+
+class SubsystemCreate(Strict):
+    nqn: str = Nqn
+    id: str | None = Field(None, pattern=ID_PATTERN, description="stable id; derived from the NQN if absent")
+    serial: str | None = Field(None, min_length=1, max_length=20)
+    model: str | None = Field(None, min_length=1, max_length=40)
+    max_namespaces: int | None = Field(None, ge=1, le=NSID_MAX)
+    allow_any_host: bool = False
+    hosts: list[str] = Field(default_factory=list, max_length=1024)
+
+
+class SubsystemUpdate(Strict):
+    serial: str | None = Field(None, min_length=1, max_length=20)
+    model: str | None = Field(None, min_length=1, max_length=40)
+    max_namespaces: int | None = Field(None, ge=1, le=NSID_MAX)
+    allow_any_host: bool | None = None
+
+
+class SubsystemPublic(BaseModel):
+    id: str
+    nqn: str
+    serial: str
+    model: str
+    allow_any_host: bool
+    hosts: list[str]
+    max_namespaces: int
+    namespaces: list[int]
+    controllers: int
+
+
+# -- namespaces ---------------------------------------------------------------------------
+
+
+class Backend(Strict):
+    kind: Literal["ram", "file"] = "ram"
+    path: str | None = Field(None, min_length=1, max_length=PATH_MAX)
+
+
+class NamespaceCreate(Strict):
+    nsid: int | None = Field(None, ge=1, le=NSID_MAX, description="allocated (lowest free) if absent")
+    command_set: Literal["nvm", "kv"] = "nvm"
+    backend: Backend = Field(default_factory=lambda: Backend(kind="ram", path=None))
+    size_bytes: int | None = Field(None, ge=512, le=SIZE_MAX, description="NVM: a multiple of block_size")
+    block_size: int | None = Field(None, ge=512, le=65536, description="NVM: power of two (default 512)")
+    uuid: str | None = Field(None, max_length=64)
+    nguid: str | None = Field(None, max_length=64)
+    capacity_bytes: int | None = Field(None, ge=1, le=SIZE_MAX, description="KV: bytes of keys and values")
+    max_key_size: int | None = Field(None, ge=1, le=16)
+    max_value_size: int | None = Field(None, ge=1, le=SIZE_MAX)
+    max_keys: int | None = Field(None, ge=1, le=SIZE_MAX)
+    mode: Literal["strict", "cache"] | None = None
+    ttl_s: float | None = Field(None, gt=0, le=1e9)
+
+
+class NamespacePublic(BaseModel):
+    subsystem: str
+    subsystem_id: str
+    nsid: int
+    command_set: str
+    backend: str
+    path: str | None
+    uuid: str
+    nguid: str
+    block_size: int | None
+    size_bytes: int | None
+    capacity_bytes: int | None
+    used_bytes: int | None
+    max_key_size: int | None
+    max_value_size: int | None
+    max_keys: int | None
+    mode: str | None
+    ttl_s: float | None
+
+
+# -- hosts --------------------------------------------------------------------------------
+
+
+class HostCreate(Strict):
+    nqn: str = Nqn
+
+
+class HostPublic(BaseModel):
+    nqn: str
+    subsystem: str
+    subsystem_id: str
+    tenant: str | None
+    connected_controllers: int
+
+
+# -- listeners ----------------------------------------------------------------------------
+
+
+class ListenerCreate(Strict):
+    id: int | None = Field(None, ge=1, le=0xFFFE, description="port id; allocated if absent")
+    trtype: Literal["tcp"] = "tcp"
+    adrfam: Literal["ipv4", "ipv6"] | None = None
+    traddr: str = Field(min_length=2, max_length=64)
+    trsvcid: int = Field(ge=0, le=65535, description="TCP port; 0 lets the kernel choose (see bound_port)")
+    discovery: bool = True
+    io: bool = True
+
+
+class ListenerUpdate(Strict):
+    discovery: bool | None = None
+    io: bool | None = None
+
+
+class ListenerPublic(BaseModel):
+    id: int
+    trtype: str
+    adrfam: str
+    traddr: str
+    trsvcid: int
+    bound_port: int | None
+    discovery: bool
+    io: bool
+    listening: bool
+
+
+# -- tenants ------------------------------------------------------------------------------
+
+
+class NamespaceRef(Strict):
+    subsystem: str = Field(min_length=1, max_length=NQN_MAX, description="subsystem NQN or id")
+    nsid: int = Field(ge=1, le=NSID_MAX)
+
+
+class NamespaceGrant(BaseModel):
+    subsystem: str
+    subsystem_id: str
+    nsid: int
+
+
+class TenantCreate(Strict):
+    name: str = Field(pattern=ID_PATTERN)
+    hosts: list[str] = Field(default_factory=list, max_length=1024)
+    namespaces: list[NamespaceRef] = Field(default_factory=list, max_length=4096)
+    qos: str | None = Field(None, pattern=ID_PATTERN, description="QoS policy reference (stored, not enforced)")
+
+
+class TenantUpdate(Strict):
+    hosts: list[str] | None = Field(None, max_length=1024)
+    namespaces: list[NamespaceRef] | None = Field(None, max_length=4096)
+    qos: str | None = Field(None, pattern=ID_PATTERN)
+
+
+class TenantPublic(BaseModel):
+    name: str
+    hosts: list[str]
+    namespaces: list[NamespaceGrant]
+    qos: str | None
+
+
+class TenantCreated(TenantPublic):
+    token: str = Field(description="bearer token for this tenant; shown once, only its hash is kept")
+
+
+class TokenIssued(BaseModel):
+    token: str
+
+
+# -- controllers and statistics -----------------------------------------------------------
+
+
+class ControllerPublic(BaseModel):
+    id: str
+    subsystem: str
+    subsystem_id: str
+    cntlid: int
+    hostnqn: str
+    hostid: str
+    queues: list[int]
+    io_queues: int
+    kato_ms: int
+    connected_since: float
+    local_address: str
+    local_port: int | None
+
+
+class DirectionStats(BaseModel):
+    ops: int
+    bytes: int | None
+    latency_us: dict[str, int | None]
+
+
+class NamespaceStats(BaseModel):
+    subsystem: str
+    subsystem_id: str
+    nsid: int
+    errors: int
+    read: DirectionStats
+    write: DirectionStats
+    other: DirectionStats
+
+
+class ControllerStats(BaseModel):
+    id: str
+    subsystem: str
+    cntlid: int
+    hostnqn: str
+    read_ops: int
+    write_ops: int
+    bytes_read: int
+    bytes_written: int
+    errors: int
+
+
+class StatsPublic(BaseModel):
+    namespaces: list[NamespaceStats]
+    controllers: list[ControllerStats]
