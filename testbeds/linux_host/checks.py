@@ -19,6 +19,24 @@ EXPECTED_CHECKS: Final[tuple[str, ...]] = (
 )
 """Every check run_all_checks reports, in order."""
 
+LIFECYCLE_CHECKS: Final[tuple[str, ...]] = (
+    "life-connect", "life-write", "life-kv-store", "keepalive-idle", "target-stop-detect",
+    "reconnect-attempts", "target-restart-reconnect", "data-intact", "life-kv-intact",
+    "io-after-reconnect", "freeze-detect", "thaw-reconnect", "life-disconnect",
+)
+"""Every check run_lifecycle_checks (guest/lib/lifecycle.sh) reports, in order; it needs the
+host actions "stop-target", "start-target", "freeze-target" and "thaw-target"
+(testbeds.linux_host.host_actions)."""
+
+KV_CHECKS: Final[tuple[str, ...]] = (
+    "kv-connect", "kv-generic-device", "kv-no-block-device", "kv-store", "kv-retrieve",
+    "kv-retrieve-partial", "kv-exist", "kv-exist-absent", "kv-store-no-overwrite",
+    "kv-store-must-exist", "kv-store-short-key", "kv-list", "kv-list-from-key",
+    "kv-invalid-key-size", "kv-delete", "kv-exist-after-delete", "kv-retrieve-after-delete",
+    "kv-disconnect",
+)
+"""Every check run_kv_checks (guest/lib/kv_checks.sh) reports, in order."""
+
 SELFTEST_NQN: Final[str] = "nqn.2026-11.io.dpu-emu:linux-selftest"
 SELFTEST_SERIAL: Final[str] = "LNXSELF0001"
 SELFTEST_MODEL: Final[str] = "Linux"
@@ -65,15 +83,40 @@ class TargetParams:
         )
 
 
-def checks_script(target: TargetParams, *, setup: str = "") -> str:
-    """A guest script: optional setup shell code, then every check against `target`."""
+def checks_script(
+    target: TargetParams, *, setup: str = "", libraries: tuple[str, ...] = (),
+    entry: str = "run_all_checks",
+) -> str:
+    """A guest script: checks.sh and `libraries` (guest/lib file names) sourced, optional setup
+    shell code, the target's parameters, then `entry` (default: every check of checks.sh)."""
+    for name in libraries:
+        if not (config.GUEST_LIB_DIR / name).is_file():
+            raise ValueError(f"no guest library {name!r} in {config.GUEST_LIB_DIR}")
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", entry):
+        raise ValueError(f"bad entry function {entry!r}")
     return "\n".join([
         f". {GUEST_LIB}/checks.sh",
+        *(f". {GUEST_LIB}/{name}" for name in libraries),
         setup,
         target.shell_assignments(),
-        "run_all_checks",
+        entry,
         "",
     ])
+
+
+def lifecycle_script(target: TargetParams) -> str:
+    """Keep-alive, target stop/restart and reconnect checks (LIFECYCLE_CHECKS); run it with
+    on_line=HostActions({"stop-target": ..., "start-target": ..., "freeze-target": ...,
+    "thaw-target": ...})."""
+    return checks_script(
+        target, libraries=("host_action.sh", "kv_checks.sh", "lifecycle.sh"),
+        entry="run_lifecycle_checks",
+    )
+
+
+def kv_script(target: TargetParams) -> str:
+    """NVMe-KV checks through /dev/ngXnY and nvme io-passthru (KV_CHECKS)."""
+    return checks_script(target, libraries=("kv_checks.sh",), entry="run_kv_checks")
 
 
 def selftest_target() -> TargetParams:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import subprocess
+import sys
 import threading
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, TextIO
+from typing import IO, Final, TextIO
 
 from . import config
 
@@ -27,6 +31,43 @@ costs about 5% on the self-test here."""
 
 class QemuNotFoundError(RuntimeError):
     """qemu-system-x86_64 is not installed."""
+
+
+class ConsoleInput:
+    """The guest's serial console input (qemu's stdin), handed to line handlers.
+
+    `send` writes text the guest can read from /dev/console (a tty in canonical mode: it gets
+    whole lines, and echoes them to the console output); `note` adds a `# ...` line to the
+    console log, so host-side events appear in the log where they happened."""
+
+    def __init__(self, stdin: IO[bytes] | None, note: Callable[[str], None], started: float) -> None:
+        self._stdin = stdin
+        self._note = note
+        self._started = started
+        self._lock = threading.Lock()
+
+    def send(self, text: str) -> None:
+        """Raises OSError when qemu is gone (or was started without a console input)."""
+        if self._stdin is None:
+            raise OSError("this qemu run has no console input")
+        with self._lock:
+            try:
+                self._stdin.write(text.encode())
+                self._stdin.flush()
+            except ValueError as exc:  # closed after qemu exited
+                raise OSError(f"the guest console input is closed: {exc}") from exc
+
+    def note(self, text: str) -> None:
+        self._note(text)
+
+    def elapsed(self) -> float:
+        """Seconds since qemu started."""
+        return time.monotonic() - self._started
+
+
+LineHandler = Callable[[str, ConsoleInput], None]
+"""Called once per console line (without the line end), in order, in a thread of its own: a slow
+handler delays later calls, never the console reading, logging or the deadline."""
 
 
 def qemu_binary() -> str:
@@ -76,6 +117,8 @@ class QemuOutcome:
     duration: float
     script_started: float | None
     """Seconds from qemu start until the guest init started the script (≈ boot time)."""
+    handler_errors: tuple[str, ...] = ()
+    """Tracebacks of exceptions the line handler raised (the run goes on regardless)."""
 
 
 @dataclass
@@ -89,6 +132,8 @@ class _Reader:
     marker_at: float | None = None
     script_at: float | None = None
     failed: str | None = None
+    lines: queue.Queue[str | None] | None = None
+    """Where complete lines go for the line handler, if there is one."""
 
     def feed(self, text: str) -> None:
         self.chunks.append(text)
@@ -108,23 +153,57 @@ class _Reader:
         for pattern in self.fail_patterns:
             if self.failed is None and pattern in line:
                 self.failed = pattern
+        if self.lines is not None:
+            self.lines.put(line)
+
+    def note(self, text: str) -> None:
+        self.log.write(f"\n# host: {text}\n")
+        self.log.flush()
+
+
+def _dispatch(lines: queue.Queue[str | None], handler: LineHandler, console: ConsoleInput,
+              errors: list[str]) -> None:
+    while (line := lines.get()) is not None:
+        try:
+            handler(line, console)
+        except Exception:  # noqa: BLE001 - reported in QemuOutcome.handler_errors
+            errors.append(traceback.format_exc())
+            print(f"[linux_host] console line handler failed:\n{errors[-1]}", file=sys.stderr)
 
 
 def run_qemu(
-    argv: list[str], *, timeout: float, log_path: Path, fail_patterns: tuple[str, ...] = ()
+    argv: list[str], *, timeout: float, log_path: Path, fail_patterns: tuple[str, ...] = (),
+    on_line: LineHandler | None = None,
 ) -> QemuOutcome:
     """Runs qemu to completion, or kills it at the deadline, on a fail pattern, or when it has
-    not powered off POWEROFF_GRACE_S after printing the exit marker."""
+    not powered off POWEROFF_GRACE_S after printing the exit marker. With `on_line`, qemu's
+    stdin is a pipe to the guest console and the handler sees every console line as it comes."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(log_path, "w", encoding="utf-8", errors="replace") as log:
         log.write(f"# {' '.join(argv)}\n")
         proc = subprocess.Popen(
-            _die_with_parent(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            _die_with_parent(argv),
+            stdin=subprocess.PIPE if on_line is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         reader = _Reader(config.EXIT_MARKER_PREFIX, fail_patterns, log, started)
         lock = threading.Lock()
+        handler_errors: list[str] = []
+        dispatcher: threading.Thread | None = None
+        if on_line is not None:
+            reader.lines = queue.Queue()
+
+            def note(text: str) -> None:
+                with lock:
+                    reader.note(text)
+
+            console = ConsoleInput(proc.stdin, note, started)
+            dispatcher = threading.Thread(
+                target=_dispatch, args=(reader.lines, on_line, console, handler_errors),
+                name="qemu-console-lines", daemon=True,
+            )
+            dispatcher.start()
 
         def pump() -> None:
             assert proc.stdout is not None
@@ -150,9 +229,21 @@ def run_qemu(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(KILL_WAIT_S)
+            if proc.stdin is not None:
+                try:
+                    proc.stdin.close()
+                except OSError:
+                    pass
         thread.join(KILL_WAIT_S)
         with lock:
             reader.feed("\n")
+            if reader.lines is not None:
+                reader.lines.put(None)
+        if dispatcher is not None:
+            dispatcher.join(KILL_WAIT_S)
+            if dispatcher.is_alive():
+                handler_errors.append(f"console line handler still busy {KILL_WAIT_S:.0f} s after qemu exit")
+        with lock:
             if timed_out:
                 log.write(f"# killed: timeout after {timeout:.0f} s\n")
             output = "".join(reader.chunks)
@@ -163,4 +254,5 @@ def run_qemu(
             failed_fast=reader.failed,
             duration=time.monotonic() - started,
             script_started=reader.script_at,
+            handler_errors=tuple(handler_errors),
         )

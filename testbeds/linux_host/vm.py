@@ -3,6 +3,11 @@
     from testbeds.linux_host.vm import ensure_image, run_guest
     result = run_guest("nvme version", timeout=300)
     assert result.exit_status == 0, result.output
+
+Host/guest coordination during one boot: `run_guest(script, on_line=handler)` calls
+`handler(line, console)` for each console line as it arrives (in a thread); `console.send(text)`
+writes to the guest's console input. testbeds.linux_host.host_actions builds a handler for the
+guest's `host_action NAME` requests (guest/lib/host_action.sh).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -25,11 +30,11 @@ from . import config
 from .apt import TestbedBuildError
 from .cpio import CpioWriter
 from .image import ImagePaths, cache_dir, ensure_image
-from .qemu import QemuNotFoundError, QemuOutcome, qemu_argv, run_qemu
+from .qemu import ConsoleInput, QemuNotFoundError, QemuOutcome, qemu_argv, run_qemu
 
 __all__ = [
-    "GuestBootError", "GuestResult", "GuestTimeoutError", "ImagePaths", "QemuNotFoundError",
-    "TestbedBuildError", "ensure_image", "run_guest",
+    "GuestBootError", "GuestConsole", "GuestResult", "GuestTimeoutError", "ImagePaths",
+    "LineCallback", "QemuNotFoundError", "TestbedBuildError", "ensure_image", "run_guest",
 ]
 
 INITRD_ALIGNMENT: Final[int] = 4
@@ -57,6 +62,31 @@ class GuestTimeoutError(GuestBootError):
 
 
 @dataclass(frozen=True)
+class GuestConsole:
+    """What a line callback gets besides the line: this boot's nonce (the guest knows it as
+    $NONCE after sourcing /guest/params) and the guest's console input."""
+
+    nonce: str
+    _input: ConsoleInput
+
+    def send(self, text: str) -> None:
+        """Writes `text` to the guest's /dev/console (end lines with "\\n"); OSError if qemu is gone."""
+        self._input.send(text)
+
+    def note(self, text: str) -> None:
+        """Adds `# host: text` to this boot's console log."""
+        self._input.note(text)
+
+    def elapsed(self) -> float:
+        """Seconds since qemu started."""
+        return self._input.elapsed()
+
+
+LineCallback = Callable[[str, GuestConsole], None]
+"""on_line(line, console): called for every console line, in order, from one thread."""
+
+
+@dataclass(frozen=True)
 class GuestResult:
     exit_status: int
     output: str
@@ -65,6 +95,8 @@ class GuestResult:
     log_path: Path
     boot_seconds: float | None
     """Seconds from qemu start until the init began the script (None if not seen)."""
+    handler_errors: tuple[str, ...] = ()
+    """Tracebacks of exceptions raised by the on_line callback (the boot went on)."""
 
 
 def _run_cpio(script: str, files: Mapping[str, str | bytes], nonce: str, host_id: str) -> bytes:
@@ -128,14 +160,27 @@ def _log_path(nonce: str) -> Path:
     return logs / f"{time.strftime('%Y%m%d-%H%M%S')}-{nonce}.log"
 
 
+def _line_handler(on_line: LineCallback, nonce: str) -> Callable[[str, ConsoleInput], None]:
+    """Adapts a LineCallback to qemu's (line, ConsoleInput) handler, with this boot's nonce."""
+    consoles: list[GuestConsole] = []
+
+    def handler(line: str, console_input: ConsoleInput) -> None:
+        if not consoles:
+            consoles.append(GuestConsole(nonce, console_input))
+        on_line(line, consoles[0])
+
+    return handler
+
+
 def boot(
     image: ImagePaths, script: str, *, accel: str, timeout: float, mem_mb: int, cpus: int,
     files: Mapping[str, str | bytes], host_id: str, log_path: Path | None,
-    fail_patterns: tuple[str, ...] = (),
+    fail_patterns: tuple[str, ...] = (), on_line: LineCallback | None = None,
 ) -> tuple[QemuOutcome, str, Path]:
     """One qemu run; returns (outcome, nonce, log path) without interpreting the marker."""
     nonce = secrets.token_hex(config.NONCE_BYTES)
     log = log_path or _log_path(nonce)
+    handler = _line_handler(on_line, nonce) if on_line is not None else None
     with tempfile.TemporaryDirectory(prefix="dpu-emu-vm-") as work:
         initrd = Path(work) / "initrd"
         _write_initrd(image, _run_cpio(script, files, nonce, host_id), initrd)
@@ -143,7 +188,9 @@ def boot(
             kernel=image.kernel, initrd=initrd, accel=accel, mem_mb=mem_mb, cpus=cpus,
             cmdline=config.KERNEL_CMDLINE,
         )
-        outcome = run_qemu(argv, timeout=timeout, log_path=log, fail_patterns=fail_patterns)
+        outcome = run_qemu(
+            argv, timeout=timeout, log_path=log, fail_patterns=fail_patterns, on_line=handler
+        )
     return outcome, nonce, log
 
 
@@ -157,10 +204,13 @@ def run_guest(
     accel: str | None = None,
     host_id: str = config.DEFAULT_HOST_ID,
     log_path: Path | None = None,
+    on_line: LineCallback | None = None,
 ) -> GuestResult:
     """Boots the guest, runs `script` with busybox sh in /guest, returns its exit status and
     the console output. The guest libraries (guest/lib/*.sh) are in /guest/lib; `files` adds
-    more below /guest. Raises GuestTimeoutError / GuestBootError when no status came back."""
+    more below /guest. `on_line(line, console)` sees each console line as it arrives and may
+    answer through `console.send` (see GuestConsole). Raises GuestTimeoutError /
+    GuestBootError when no status came back."""
     host_id = str(uuid.UUID(host_id))
     image = ensure_image()
     chosen = accel_mod.choose_accel(image, accel, probe=_kvm_probe)
@@ -169,6 +219,7 @@ def run_guest(
             image, script, accel=chosen, timeout=timeout, mem_mb=mem_mb, cpus=cpus,
             files=files or {}, host_id=host_id, log_path=log_path,
             fail_patterns=config.KVM_FAILURE_PATTERNS if chosen == config.ACCEL_KVM else (),
+            on_line=on_line,
         )
         if outcome.script_started is not None or outcome.timed_out or attempt == BOOT_ATTEMPTS:
             break
@@ -190,7 +241,7 @@ def run_guest(
         ) from exc
     return GuestResult(
         exit_status=status, output=outcome.output, duration=outcome.duration, accel=chosen,
-        log_path=log, boot_seconds=outcome.script_started,
+        log_path=log, boot_seconds=outcome.script_started, handler_errors=outcome.handler_errors,
     )
 
 

@@ -27,9 +27,12 @@ def unavailable(reason: str) -> NoReturn:
 GuestChecks = tuple[vm.GuestResult, CheckReport]
 
 
-def run_checks_in_guest(script: str, *, timeout: float) -> GuestChecks:
-    """Boots one guest with `script`, prints the check summary, returns result and report."""
-    result = vm.run_guest(script, timeout=timeout)
+def run_checks_in_guest(
+    script: str, *, timeout: float, on_line: vm.LineCallback | None = None
+) -> GuestChecks:
+    """Boots one guest with `script` (and `on_line`, see vm.run_guest), prints the check
+    summary, returns result and report."""
+    result = vm.run_guest(script, timeout=timeout, on_line=on_line)
     report = parse_checks(result.output)
     boot = f"{result.boot_seconds:.1f}" if result.boot_seconds is not None else "?"
     print(

@@ -6,20 +6,15 @@ testbeds/linux_host/guest/lib/checks.sh, all in ONE boot.
 
 Expectations beyond the kernel target's self-test: id-ctrl model "dpu-emu", serial DPUEMU0001,
 512-byte LBAs, and the discovery log (read from the discovery port) lists the default subsystem
-at the I/O port's trsvcid.
+at the I/O port's trsvcid. Issue-3 acceptance sizes: dd of 64 MiB random data with O_DIRECT read
+back with equal checksums (under 60 s), and a time-based fio verify job (randwrite, crc32c,
+iodepth 32, 4 jobs, 30 s). Afterwards dpu-emu's log has no ERROR or Traceback line.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import socket
-import subprocess
-import sys
-import time
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
 import pytest
@@ -28,92 +23,43 @@ from testbeds.linux_host import config as vm_config
 from testbeds.linux_host import vm
 from testbeds.linux_host.checks import EXPECTED_CHECKS, LBA_BYTES, TargetParams, checks_script
 
+from .dpu_emu_proc import (
+    DPU_EMU_MODEL,
+    DPU_EMU_NQN,
+    DPU_EMU_SERIAL,
+    DpuEmuProcess,
+    assert_clean_log,
+    require_dpu_emu,
+)
 from .support import GuestChecks, assert_check, run_checks_in_guest
 
 pytestmark = pytest.mark.interop
 
-REPO_ROOT: Final[Path] = Path(__file__).resolve().parents[2]
-LOOPBACK: Final[str] = "127.0.0.1"
-DPU_EMU_NQN: Final[str] = "nqn.2026-11.io.dpu-emu:default"
-DPU_EMU_SERIAL: Final[str] = "DPUEMU0001"
-DPU_EMU_MODEL: Final[str] = "dpu-emu"
-SERVER_START_TIMEOUT_S: Final[float] = 30.0
-SERVER_STOP_TIMEOUT_S: Final[float] = 10.0
-POLL_INTERVAL_S: Final[float] = 0.2
 GUEST_TIMEOUT_S: Final[float] = 480.0
-
-
-@dataclass(frozen=True)
-class DpuEmuServer:
-    io_port: int
-    discovery_port: int
-    log_path: Path
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def _accepts(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(POLL_INTERVAL_S)
-        return sock.connect_ex((LOOPBACK, port)) == 0
+DD_MIB: Final[int] = 64
+DD_MAX_S: Final[int] = 60
+FIO_RUNTIME_S: Final[int] = 30
+FIO_JOBS: Final[int] = 4
+FIO_IODEPTH: Final[int] = 32
+FIO_SIZE_MIB: Final[int] = 4
 
 
 @pytest.fixture(scope="module")
-def dpu_emu_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DpuEmuServer]:
-    for module in ("dpu_emu", "dpu_emu.__main__"):
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ImportError as exc:
-            pytest.skip(f"{module} is not importable ({exc})")
-        if not found:
-            pytest.skip(f"{module} is not importable: `python -m dpu_emu serve` is not there yet")
-    io_port, discovery_port = _free_port(), _free_port()
-    while discovery_port == io_port:
-        discovery_port = _free_port()
-    log_path = tmp_path_factory.mktemp("dpu-emu") / "serve.log"
-    argv = [
-        sys.executable, "-m", "dpu_emu", "serve", "--address", LOOPBACK,
-        "--port", str(io_port), "--discovery-port", str(discovery_port),
-    ]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
-    )}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            argv, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+def dpu_emu_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DpuEmuProcess]:
+    require_dpu_emu()
+    server = DpuEmuProcess(tmp_path_factory.mktemp("dpu-emu") / "serve.log")
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while not (_accepts(io_port) and _accepts(discovery_port)):
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"`{' '.join(argv)}` exited {proc.returncode}:\n{log_path.read_text()[-4000:]}",
-                    pytrace=False,
-                )
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"dpu-emu did not listen on {io_port}/{discovery_port} within "
-                    f"{SERVER_START_TIMEOUT_S:.0f} s:\n{log_path.read_text()[-4000:]}",
-                    pytrace=False,
-                )
-            time.sleep(POLL_INTERVAL_S)
-        yield DpuEmuServer(io_port, discovery_port, log_path)
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(SERVER_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(SERVER_STOP_TIMEOUT_S)
+        server.close()
 
 
 @pytest.fixture(scope="module")
-def dpu_emu_run(dpu_emu_server: DpuEmuServer, linux_host_image: vm.ImagePaths) -> GuestChecks:
+def dpu_emu_run(dpu_emu_server: DpuEmuProcess, linux_host_image: vm.ImagePaths) -> GuestChecks:
     target = TargetParams(
         address=vm_config.HOST_ADDRESS_FROM_GUEST,
         io_port=dpu_emu_server.io_port,
@@ -123,13 +69,18 @@ def dpu_emu_run(dpu_emu_server: DpuEmuServer, linux_host_image: vm.ImagePaths) -
         expect_serial=DPU_EMU_SERIAL,
         expect_lba_bytes=LBA_BYTES,
         expect_discovery_trsvcid=dpu_emu_server.io_port,
+        extra={
+            "DD_MIB": str(DD_MIB), "FIO_TIME_BASED": "1", "FIO_RUNTIME_S": str(FIO_RUNTIME_S),
+            "FIO_JOBS": str(FIO_JOBS), "FIO_IODEPTH": str(FIO_IODEPTH),
+            "FIO_SIZE_MIB": str(FIO_SIZE_MIB),
+        },
     )
     print(f"[interop] dpu-emu server log: {dpu_emu_server.log_path}")
     return run_checks_in_guest(checks_script(target), timeout=GUEST_TIMEOUT_S)
 
 
 @pytest.mark.parametrize("check", EXPECTED_CHECKS)
-def test_check(dpu_emu_run: GuestChecks, dpu_emu_server: DpuEmuServer, check: str) -> None:
+def test_check(dpu_emu_run: GuestChecks, dpu_emu_server: DpuEmuProcess, check: str) -> None:
     assert_check(dpu_emu_run, check, more=f"dpu-emu log: {dpu_emu_server.log_path}")
 
 
@@ -137,3 +88,31 @@ def test_guest_completed_all_checks(dpu_emu_run: GuestChecks) -> None:
     result, report = dpu_emu_run
     assert report.complete, f"no CHECKS-DONE line; console log: {result.log_path}"
     assert result.exit_status == 0, f"guest script exit {result.exit_status}: {report.summary()}"
+
+
+def test_dd_64mib_direct_io_within_60s(dpu_emu_run: GuestChecks) -> None:
+    """Issue 3: dd of 64 MiB random data with O_DIRECT, read back, checksums equal, < 60 s."""
+    assert_check(dpu_emu_run, "dd-verify")
+    detail = dpu_emu_run[1].results["dd-verify"].detail
+    match = re.search(r"^(\d+) MiB at 0 MiB sha256=\w+\.\.\. in (\d+)s$", detail)
+    assert match, detail
+    assert int(match.group(1)) == DD_MIB, detail
+    assert int(match.group(2)) < DD_MAX_S, f"write + read back took {match.group(2)} s: {detail}"
+
+
+def test_fio_time_based_verify(dpu_emu_run: GuestChecks) -> None:
+    """Issue 3: fio randwrite + verify=crc32c, iodepth 32, 4 jobs, time_based for 30 s, passes."""
+    assert_check(dpu_emu_run, "fio-verify")
+    detail = dpu_emu_run[1].results["fio-verify"].detail
+    assert f"time_based runtime={FIO_RUNTIME_S}s" in detail, detail
+    assert f"jobs={FIO_JOBS} iodepth={FIO_IODEPTH}" in detail, detail
+    took = re.search(r"took (\d+)s", detail)
+    assert took and int(took.group(1)) >= FIO_RUNTIME_S, detail
+    assert "READ:" in detail, f"no verify read phase reported: {detail}"
+
+
+def test_dpu_emu_log_is_clean(dpu_emu_run: GuestChecks, dpu_emu_server: DpuEmuProcess) -> None:
+    """After the whole run (target stopped with SIGTERM): no ERROR/Traceback in its log."""
+    print(dpu_emu_server.stop())
+    assert dpu_emu_server.last_exit == 0, dpu_emu_server.log_tail()
+    assert_clean_log(dpu_emu_server)

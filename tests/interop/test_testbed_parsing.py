@@ -1,4 +1,5 @@
-"""Fast tests of the testbed's host-side pieces (no qemu): cpio writer, exit marker, CHECK lines."""
+"""Fast tests of the testbed's host-side pieces (no qemu): cpio writer, exit marker, CHECK lines,
+script composition, host-action requests and answers."""
 
 from __future__ import annotations
 
@@ -13,12 +14,17 @@ import pytest
 from testbeds.linux_host import config
 from testbeds.linux_host.checks import (
     EXPECTED_CHECKS,
+    KV_CHECKS,
+    LIFECYCLE_CHECKS,
     TargetParams,
     checks_script,
+    kv_script,
+    lifecycle_script,
     parse_checks,
     selftest_script,
 )
 from testbeds.linux_host.cpio import CpioWriter
+from testbeds.linux_host.host_actions import HostActions, done_line, parse_request
 from testbeds.linux_host.vm import _run_cpio, parse_exit_status
 
 NONCE = "0123456789abcdef"
@@ -106,3 +112,60 @@ def test_run_cpio_carries_script_params_and_libraries() -> None:
         assert name in listing
     with pytest.raises(ValueError):
         _run_cpio("", {"../escape": b""}, NONCE, config.DEFAULT_HOST_ID)
+
+
+def test_lifecycle_and_kv_checks_are_in_their_guest_libraries() -> None:
+    for library, names in (("lifecycle.sh", LIFECYCLE_CHECKS), ("kv_checks.sh", KV_CHECKS)):
+        text = (config.GUEST_LIB_DIR / library).read_text()
+        for name in names:
+            assert name in text, (library, name)
+    assert "run_lifecycle_checks" in lifecycle_script(TargetParams("a", 1, 2, "n"))
+    assert ". /guest/lib/kv_checks.sh" in kv_script(TargetParams("a", 1, 2, "n"))
+    with pytest.raises(ValueError, match="no guest library"):
+        checks_script(TargetParams("a", 1, 2, "n"), libraries=("missing.sh",))
+    with pytest.raises(ValueError, match="entry"):
+        checks_script(TargetParams("a", 1, 2, "n"), entry="rm -rf /")
+
+
+class _FakeConsole:
+    def __init__(self, nonce: str) -> None:
+        self.nonce = nonce
+        self.sent: list[str] = []
+        self.notes: list[str] = []
+
+    def send(self, text: str) -> None:
+        self.sent.append(text)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def elapsed(self) -> float:
+        return 1.5
+
+
+def test_host_actions_answer_requests_of_this_boot_only() -> None:
+    def broken() -> str:
+        raise RuntimeError("no @ here")
+
+    actions = HostActions({"ok": lambda: "done@@ with\nnewline", "broken": broken})
+    console = _FakeConsole(NONCE)
+    for line in (
+        f"@@HOST-ACTION nonce={NONCE} id=1 name=ok@@\r",
+        f"@@HOST-ACTION nonce={NONCE} id=2 name=broken@@",
+        f"@@HOST-ACTION nonce={NONCE} id=3 name=unknown@@",
+        "@@HOST-ACTION nonce=ffffffffffffffff id=4 name=ok@@",
+        f"echo @@HOST-ACTION nonce={NONCE} id=5 name=ok@@",
+        "@@HOST-DONE id=1 status=0 detail=x@@",
+    ):
+        actions(line, console)  # type: ignore[arg-type]
+    assert console.sent == [
+        "@@HOST-DONE id=1 status=0 detail=done with newline@@\n",
+        "@@HOST-DONE id=2 status=1 detail=RuntimeError: no here@@\n",
+        "@@HOST-DONE id=3 status=2 detail=no host handler for 'unknown'@@\n",
+    ]
+    assert [(r.id, r.name, r.status) for r in actions.records] == [(1, "ok", 0), (2, "broken", 1), (3, "unknown", 2)]
+    assert [r.id for r in actions.errors()] == [2, 3]
+    assert len(actions.ignored) == 1 and "ffff" in actions.ignored[0]
+    assert parse_request(f"@@HOST-ACTION nonce={NONCE} id=7 name=a.b-c_d@@") == (NONCE, 7, "a.b-c_d")
+    assert parse_request(f"@@HOST-ACTION nonce={NONCE} id=7 name=a;b@@") is None
+    assert done_line(1, 0, "x" * 1000).count("x") == 200

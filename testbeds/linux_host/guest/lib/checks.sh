@@ -14,12 +14,15 @@
 #   EXPECT_MODEL / EXPECT_SERIAL / EXPECT_LBA_BYTES   optional: compared with id-ctrl / the disk
 #   EXPECT_DISC_TRSVCID   optional: trsvcid the discovery log entry for SUBNQN must carry
 #   DD_MIB (16) FIO_JOBS (4) FIO_SIZE_MIB (4, per job) FIO_IODEPTH (32) FIO_RUNTIME_S (90)
+#   FIO_TIME_BASED (0; 1 = run the verify job for exactly FIO_RUNTIME_S: write/verify passes
+#                   over each job's FIO_SIZE_MIB until the time is up)
 #   DIGEST_IO_MIB (4) QUEUES_REQUESTED (4) CMD_TIMEOUT_S (120) DEVICE_WAIT_S (30)
 #   CONNECT_OPTS      options added to every nvme connect (default "-l 10": a lost target fails
 #                     the I/O after 10 s instead of the default 600 s of reconnect attempts)
 
 : "${TARGET_PORT:=4420}" "${DISCOVERY_PORT:=8009}" "${NSID:=1}"
 : "${DD_MIB:=16}" "${FIO_JOBS:=4}" "${FIO_SIZE_MIB:=4}" "${FIO_IODEPTH:=32}" "${FIO_RUNTIME_S:=90}"
+: "${FIO_TIME_BASED:=0}"
 : "${DIGEST_IO_MIB:=4}" "${QUEUES_REQUESTED:=4}" "${CMD_TIMEOUT_S:=120}" "${DEVICE_WAIT_S:=30}"
 : "${CONNECT_OPTS=-l 10}"
 
@@ -209,12 +212,17 @@ verify_io() {
 
 check_fio() {
     _off=$((DD_MIB + 1))
+    _tb=; _mode="runtime<=${FIO_RUNTIME_S}s"
+    [ "$FIO_TIME_BASED" = 1 ] && { _tb=--time_based; _mode="time_based runtime=${FIO_RUNTIME_S}s"; }
+    _t0=$(date +%s)
+    # shellcheck disable=SC2086  # _tb is empty or one option
     if run fio-verify fio --name=verify --filename="$DEV" --ioengine=libaio --direct=1 \
         --rw=randwrite --bs=4k --iodepth="$FIO_IODEPTH" --numjobs="$FIO_JOBS" \
         --size="${FIO_SIZE_MIB}m" --offset="${_off}m" --offset_increment="${FIO_SIZE_MIB}m" \
-        --verify=crc32c --verify_fatal=1 --do_verify=1 --runtime="$FIO_RUNTIME_S" \
+        --verify=crc32c --verify_fatal=1 --do_verify=1 --runtime="$FIO_RUNTIME_S" $_tb \
         --group_reporting --thread; then
-        check_pass fio-verify "$(grep -m 1 -E 'WRITE:|write:' "$(out fio-verify)") jobs=$FIO_JOBS size=${FIO_SIZE_MIB}MiB/job"
+        _r=$(grep -m 1 -E '^ *READ:' "$(out fio-verify)" | sed 's/^ *//')
+        check_pass fio-verify "$_mode took $(($(date +%s) - _t0))s jobs=$FIO_JOBS iodepth=$FIO_IODEPTH size=${FIO_SIZE_MIB}MiB/job; $(grep -m 1 -E 'WRITE:|write:' "$(out fio-verify)"); verify $_r"
     else
         check_fail fio-verify "fio exited non-zero" "$(out fio-verify)"
     fi
