@@ -31,6 +31,7 @@ from ..wire.constants import (
 from ..wire.queue_entry import SQE_CDW10, SQE_CDW11, SQE_CDW12, SQE_CDW13, SQE_CDW14, SQE_NSID
 from . import identify as idf
 from . import logpages as lp
+from .backend import AbortableBackend
 from .model import NSID_ALL, Namespace, TargetConfig
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ POWER_STATE0_MAX_POWER = 0x9C4
 POWER_STATE0_LATENCY = 0x10
 IDENTIFY_RAB = 6
 DWORD = 4
+ABORTED = 0
+NOT_ABORTED = 1
 
 
 def default_features(config: TargetConfig) -> dict[int, int]:
@@ -347,9 +350,14 @@ def handle_keep_alive(ctrl: Controller, ev: CommandReceived) -> Reply:
 
 
 def handle_abort(ctrl: Controller, ev: CommandReceived) -> Reply:
-    """Commands here execute as soon as they arrive, so there is nothing left to abort:
-    DW0 bit 0 set = "command not aborted" (what the Linux target answers too)."""
-    return 0, 1, None
+    """Abort a command still waiting in a backend (QoS admission); commands already
+    executing run to completion.  DW0 bit 0 clear = aborted, set = not aborted."""
+    cdw10 = ev.sqe[SQE_CDW10]
+    sqid, cid = cdw10 & 0xFFFF, cdw10 >> 16
+    for ns in ctrl.visible_namespaces().values():
+        if isinstance(ns.backend, AbortableBackend) and ns.backend.abort(cid, sqid, ctrl.cntlid):
+            return 0, ABORTED, None
+    return 0, NOT_ABORTED, None
 
 
 def handle_async_event_request(ctrl: Controller, ev: CommandReceived) -> Reply:

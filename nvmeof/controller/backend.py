@@ -10,7 +10,7 @@ payload or ``None``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 Done = Callable[[int, int, "bytes | bytearray | memoryview | None"], None]
 
@@ -57,3 +57,15 @@ class NamespaceBackend(Protocol):
     def execute(self, cmd: IoCommand, done: Done) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class AbortableBackend(Protocol):
+    """A backend that holds commands before executing them (e.g. QoS admission) can give
+    them back: ``abort`` completes one waiting command with Aborted by Request and says
+    whether it found it; ``abort_queue`` completes every waiting command of a queue that
+    went away (Aborted SQ Deletion) and returns how many."""
+
+    def abort(self, cid: int, qid: int, cntlid: int | None = None) -> bool: ...
+
+    def abort_queue(self, qid: int | None = None, cntlid: int | None = None) -> int: ...

@@ -65,6 +65,7 @@ from ..wire.constants import (
     Property,
 )
 from . import admin
+from .backend import AbortableBackend
 from .model import Subsystem, Target
 
 if TYPE_CHECKING:
@@ -227,8 +228,12 @@ class Controller:
         self.queues[qid] = session
 
     def queue_gone(self, qid: int) -> None:
-        """A queue's transport closed.  Losing the admin queue ends the association."""
+        """A queue's transport closed.  Losing the admin queue ends the association.
+        Commands of that queue still waiting in a backend are completed there."""
         self.queues.pop(qid, None)
+        for ns in self.visible_namespaces().values():
+            if isinstance(ns.backend, AbortableBackend):
+                ns.backend.abort_queue(qid, self.cntlid)
         if qid == 0:
             self.release("admin queue closed")
 

@@ -63,7 +63,7 @@ def decode_io(ctrl: Controller, qid: int, ev: CommandReceived) -> IoCommand | li
     cid = sqe[SQE_CID]
     namespaces = ctrl.visible_namespaces()
     if opcode == NvmOpcode.FLUSH and nsid == NSID_ALL:
-        return [IoCommand(opcode, n, cid, qid=qid, cntlid=ctrl.cntlid)
+        return [IoCommand(opcode, n, cid, qid=qid, cntlid=ctrl.cntlid, hostnqn=ctrl.hostnqn)
                 for n, ns in sorted(namespaces.items()) if ns.csi == Csi.NVM]
     ns = namespaces.get(nsid)
     if ns is None:
@@ -75,7 +75,7 @@ def decode_io(ctrl: Controller, qid: int, ev: CommandReceived) -> IoCommand | li
     if opcode not in IO_OPCODES:
         raise InvalidOpcode(f"I/O opcode {opcode:#x} not supported")
     if opcode == NvmOpcode.FLUSH:
-        return IoCommand(opcode, nsid, cid, qid=qid, cntlid=ctrl.cntlid)
+        return IoCommand(opcode, nsid, cid, qid=qid, cntlid=ctrl.cntlid, hostnqn=ctrl.hostnqn)
     if opcode == NvmOpcode.DATASET_MANAGEMENT:
         return _decode_dsm(ctrl, qid, ev, ns.num_blocks)
     slba = sqe[SQE_CDW10] | (sqe[SQE_CDW11] << 32)
@@ -85,8 +85,8 @@ def decode_io(ctrl: Controller, qid: int, ev: CommandReceived) -> IoCommand | li
         raise LbaOutOfRange(f"LBA {slba}+{nlb} beyond namespace end ({ns.num_blocks} blocks)")
     fua = bool(cdw12 & RW_FUA)
     if opcode == NvmOpcode.WRITE_ZEROES:
-        return IoCommand(opcode, nsid, cid, qid=qid, cntlid=ctrl.cntlid, slba=slba, nlb=nlb, fua=fua,
-                         deallocate=bool(cdw12 & WZ_DEAC))
+        return IoCommand(opcode, nsid, cid, qid=qid, cntlid=ctrl.cntlid, hostnqn=ctrl.hostnqn, slba=slba,
+                         nlb=nlb, fua=fua, deallocate=bool(cdw12 & WZ_DEAC))
     length = nlb * ns.block_size
     if length > ctrl.target.config.mdts_bytes:
         raise InvalidField(f"transfer of {length} bytes exceeds MDTS")
@@ -94,12 +94,12 @@ def decode_io(ctrl: Controller, qid: int, ev: CommandReceived) -> IoCommand | li
         data = ev.data
         if data is None or len(data) != length:
             raise DataSglLengthInvalid(f"write of {nlb} blocks carries {0 if data is None else len(data)} bytes")
-        return IoCommand(opcode, nsid, cid, qid=qid, cntlid=ctrl.cntlid, slba=slba, nlb=nlb, data=data,
-                         fua=fua)
+        return IoCommand(opcode, nsid, cid, qid=qid, cntlid=ctrl.cntlid, hostnqn=ctrl.hostnqn, slba=slba,
+                         nlb=nlb, data=data, fua=fua)
     if sqe[SQE_SGL_LEN] < length:
         raise DataSglLengthInvalid(f"read of {length} bytes into a {sqe[SQE_SGL_LEN]}-byte buffer")
-    return IoCommand(opcode, nsid, cid, qid=qid, cntlid=ctrl.cntlid, slba=slba, nlb=nlb, fua=fua,
-                     read_length=length)
+    return IoCommand(opcode, nsid, cid, qid=qid, cntlid=ctrl.cntlid, hostnqn=ctrl.hostnqn, slba=slba, nlb=nlb,
+                     fua=fua, read_length=length)
 
 
 def _decode_dsm(ctrl: Controller, qid: int, ev: CommandReceived, num_blocks: int) -> IoCommand:
@@ -117,7 +117,7 @@ def _decode_dsm(ctrl: Controller, qid: int, ev: CommandReceived, num_blocks: int
         if nlb:
             ranges.append((slba, nlb))
     return IoCommand(NvmOpcode.DATASET_MANAGEMENT, sqe[SQE_NSID], sqe[SQE_CID], qid=qid,
-                     cntlid=ctrl.cntlid, ranges=ranges,
+                     cntlid=ctrl.cntlid, hostnqn=ctrl.hostnqn, ranges=ranges,
                      deallocate=bool(attributes & DSM_ATTR_DEALLOCATE))
 
 
