@@ -109,6 +109,27 @@ def _require(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where
 
 
 def validate_config(cfg: Any) -> None:
+    _validate_core(cfg)
+    _validate_extensions(cfg)
+
+
+def _validate_extensions(cfg: dict[str, Any]) -> None:
+    """Sections owned by the offload pipeline (pipeline, keys_file, per-namespace integrity
+    and key) and by QoS (qos, per-namespace qos); both modules raise ValueErrors."""
+    from .protect.build import validate_namespace_protection, validate_pipeline_config
+    from .qos import validate_qos_config
+
+    validate_pipeline_config(cfg)
+    for i, sub in enumerate(cfg.get("subsystems", [])):
+        for j, ns in enumerate(sub.get("namespaces", [])):
+            validate_namespace_protection(ns, f"subsystems[{i}].namespaces[{j}]")
+    try:
+        validate_qos_config(cfg, check_tenants=False)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _validate_core(cfg: Any) -> None:
     if not isinstance(cfg, dict):
         raise ConfigError("configuration must be a JSON object")
     ports = _require(cfg, "ports", list, "config")

@@ -1,7 +1,9 @@
 """The composition root: builds the target from the configuration and runs it.
 
-``Device`` owns the block stores, the protocol target (subsystems, namespaces,
-listeners) and the NVMe/TCP server, and shuts all of them down cleanly.
+``Device`` owns the stores, the offload pipeline engine and the data keys, the QoS
+registry, the protocol target (subsystems, namespaces, listeners) and the NVMe/TCP
+server, and shuts all of them down cleanly.  Each namespace's backend is stacked as
+QoS admission -> (protected: CRC32C / AES-XTS in the pipeline) -> store.
 """
 
 from __future__ import annotations
@@ -12,23 +14,32 @@ import signal
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from nvmeof.controller.model import Namespace, Target, TargetConfig
 from nvmeof.target.server import NvmeTcpServer
 from nvmeof.wire.constants import Csi
 
 from . import config as cfgmod
-from .datapath import BlockNamespaceBackend, KvNamespaceBackend
+from .datapath import KvNamespaceBackend
 from .domain import DomainError, Services
 from .frontends import Frontend
-from .storage.block import BlockStore, open_block_store
-from .storage.kv import KvMode, KvStore
+from .protect.build import build_engine, namespace_backend, open_key_manager, start_engine
+from .qos import QosBackend, QosRegistry
+from .storage.block import open_block_store
+from .storage.kv import KvMode
 from .storage.kv_file import open_kv_store
 
 log = logging.getLogger("dpu_emu.device")
 KV_NOVG = 4096  # optimal value granularity advertised for KV namespaces
 UUID_NAMESPACE = uuid.UUID("6f1c1a52-8a5e-4f43-9d0c-1b6e0dd5e7a1")
+
+
+@runtime_checkable
+class Closable(Protocol):
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def _stable_ids(subnqn: str, nsid: int) -> tuple[bytes, bytes]:
@@ -48,7 +59,11 @@ class Device:
         self.cfg = cfg
         self.target = Target(TargetConfig(**cfg.get("transport", {})))
         self.server = NvmeTcpServer(self.target)
-        self.stores: dict[tuple[str, int], BlockStore | KvStore] = {}
+        self.stores: dict[tuple[str, int], Closable] = {}
+        self.qos_backends: dict[tuple[str, int], QosBackend] = {}
+        self.engine = build_engine(cfg.get("pipeline"))
+        self.keys = open_key_manager(cfg.get("keys_file"))
+        self.qos = QosRegistry(cfg.get("qos"))
         self.bound: dict[int, tuple[str, int]] = {}
         self.frontends = list(frontends)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -59,9 +74,11 @@ class Device:
             self.services.load(cfg)
         except DomainError as exc:
             self._close_stores()
+            self.engine.close()
             raise cfgmod.ConfigError(str(exc)) from exc
         except BaseException:
             self._close_stores()
+            self.engine.close()
             raise
 
     def _committed(self, cfg: dict[str, Any]) -> None:
@@ -85,19 +102,48 @@ class Device:
                                max_keys=ns_cfg.get("max_keys"), mode=KvMode(ns_cfg.get("mode", "strict")),
                                ttl_s=ns_cfg.get("ttl_s"))
             self.stores[key] = kv
-            return Namespace(nsid=nsid, backend=KvNamespaceBackend(kv), csi=Csi.KV, block_size=KV_NOVG,
+            return Namespace(nsid=nsid, backend=self._admit(key, KvNamespaceBackend(kv), ns_cfg), csi=Csi.KV,
+                             block_size=KV_NOVG,
                              max_key_size=kv.max_key_size, max_value_size=kv.max_value_size,
                              max_keys=ns_cfg.get("max_keys") or 0, capacity_bytes=ns_cfg["capacity_bytes"],
                              usage=lambda: kv.stats.bytes_used, **ids)
         bs = ns_cfg.get("block_size", 512)
         store = open_block_store(backend["kind"], size_bytes=ns_cfg["size_bytes"], block_size=bs,
                                  path=backend.get("path"))
-        self.stores[key] = store
-        return Namespace(nsid=nsid, backend=BlockNamespaceBackend(store), block_size=bs,
+        try:
+            inner = namespace_backend(store, ns_cfg, engine=self.engine, keys=self.keys, name=f"{subnqn}/{nsid}")
+        except BaseException:
+            store.close()
+            raise
+        # a protected backend's flush/close also cover its integrity tags and its key
+        self.stores[key] = inner if isinstance(inner, Closable) else store
+        return Namespace(nsid=nsid, backend=self._admit(key, inner, ns_cfg), block_size=bs,
                          num_blocks=store.num_blocks, **ids)
+
+    def _admit(self, key: tuple[str, int], inner: Any, ns_cfg: dict[str, Any]) -> QosBackend:
+        """Every namespace goes through QoS admission, limited or not, so device-wide fair
+        sharing and tenant limits see all traffic."""
+        backend = self.qos.wrap(inner, subnqn=key[0], nsid=key[1], ns_cfg=ns_cfg)
+        self.qos_backends[key] = backend
+        return backend
+
+    def tenant_changed(self, name: str, qos: str | None, hosts: list[str]) -> None:
+        """A tenant was created or changed: its hosts share its QoS group."""
+        if qos is not None and qos not in self.qos.policies:
+            log.warning("tenant %s: QoS policy %r is not defined in the configuration's qos.policies; "
+                        "the tenant gets its fair share but no limits", name, qos)
+            qos = None
+        self.qos.set_tenant(name, qos, hosts)
+
+    def tenant_removed(self, name: str) -> None:
+        self.qos.remove_tenant(name)
 
     def close_namespace(self, subnqn: str, nsid: int) -> None:
         """Flush and close the store of a namespace that was removed."""
+        admitted = self.qos_backends.pop((subnqn, nsid), None)
+        if admitted is not None:  # commands still waiting for admission complete with a status
+            admitted.abort_queue()
+            self.qos.forget_namespace(subnqn, nsid)
         store = self.stores.pop((subnqn, nsid), None)
         if store is not None:
             try:
@@ -111,6 +157,7 @@ class Device:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        await start_engine(self.engine)
         await self.services.listeners.start_all()
         for frontend in self.frontends:
             await frontend.start(self)
@@ -137,6 +184,8 @@ class Device:
                 log.exception("frontend %s did not stop cleanly", getattr(frontend, "name", frontend))
         await self.server.close()
         self._close_stores()
+        self.qos.close()
+        await self.engine.aclose()
 
     async def run_forever(self) -> None:
         """Serve until SIGINT or SIGTERM, then shut down cleanly."""

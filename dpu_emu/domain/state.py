@@ -52,6 +52,10 @@ class DevicePort(Protocol):
 
     def close_namespace(self, subnqn: str, nsid: int) -> None: ...
 
+    def tenant_changed(self, name: str, qos: str | None, hosts: list[str]) -> None: ...
+
+    def tenant_removed(self, name: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class Scope:

@@ -96,6 +96,7 @@ class TenantService:
                                   if k not in {"name", "hosts", "namespaces", "qos", "token_sha256"}})
         with self.state.visibility_change():
             self.state.tenants[name] = rec
+        self.state.device.tenant_changed(name, rec.qos, sorted(rec.hosts))
 
     def create(self, spec: dict[str, Any], scope: Scope = ADMIN) -> tuple[TenantView, str]:
         """Returns the view and the tenant's token (shown this once; only its hash is kept)."""
@@ -109,6 +110,7 @@ class TenantService:
                            token_sha256=hash_token(token))
         with self.state.visibility_change():
             self.state.tenants[name] = rec
+        self.state.device.tenant_changed(name, rec.qos, sorted(rec.hosts))
         self.state.commit()
         return self._view(rec), token
 
@@ -131,6 +133,7 @@ class TenantService:
         qos = self._qos(changes["qos"]) if "qos" in changes else rec.qos
         with self.state.visibility_change():
             rec.hosts, rec.namespaces, rec.qos = hosts, grants, qos
+        self.state.device.tenant_changed(name, rec.qos, sorted(rec.hosts))
         self.state.commit()
         return self._view(rec)
 
@@ -140,6 +143,7 @@ class TenantService:
         self._get(name, scope)
         with self.state.visibility_change():
             del self.state.tenants[name]
+        self.state.device.tenant_removed(name)
         self.state.commit()
 
     def rotate_token(self, name: str, scope: Scope = ADMIN) -> str:

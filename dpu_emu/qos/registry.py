@@ -55,16 +55,17 @@ def _int_field(section: dict[str, Any], key: str, default: int, *, minimum: int)
     return value
 
 
-def validate_qos_config(cfg: dict[str, Any]) -> None:
-    """Check the ``qos`` section, every namespace's ``qos`` and every tenant's reference.
-    Raises :class:`QosPolicyError` (a ValueError) naming the field."""
+def validate_qos_config(cfg: dict[str, Any], *, check_tenants: bool = True) -> None:
+    """Check the ``qos`` section, every namespace's ``qos`` and (unless ``check_tenants`` is
+    false) every tenant's reference.  Raises :class:`QosPolicyError` (a ValueError) naming
+    the field."""
     section = cfg.get("qos") or {}
     policies = _parse_section(section)[1]
     for sub in cfg.get("subsystems") or []:
         for ns in sub.get("namespaces") or []:
             where = f"subsystem {sub.get('nqn')} namespace {ns.get('nsid')}: qos"
             _resolve(ns.get("qos"), policies, where)
-    for tenant in cfg.get("tenants") or []:
+    for tenant in cfg.get("tenants") or [] if check_tenants else []:
         ref = tenant.get("qos")
         if ref is not None and ref not in policies:
             raise QosPolicyError(f"tenant {tenant.get('name')}: qos {ref!r} is not in qos.policies")
