@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
-import threading
 from collections.abc import Coroutine
 from types import ModuleType
 from typing import Any, TypeVar
@@ -18,15 +17,16 @@ from typing import Any, TypeVar
 import pytest
 
 from dpu_emu import config as cfgmod
-from dpu_emu.device import Device
+from testbeds.inprocess import RunningDevice
 
 T = TypeVar("T")
 LOOPBACK = "127.0.0.1"
 KV_NSID = 2
 KIB = 1024
 MIB = 1024 * KIB
-START_TIMEOUT_S = 10.0
 TEST_TIMEOUT_S = 120.0
+
+__all__ = ["RunningDevice", "kv_config", "need", "run"]
 
 
 def need(module: str) -> ModuleType:
@@ -43,38 +43,6 @@ def kv_config(*, capacity: int = 64 * MIB, max_value_size: int = MIB, mode: str 
     namespaces[1] = {"nsid": KV_NSID, "command_set": "kv", "capacity_bytes": capacity,
                      "max_value_size": max_value_size, "mode": mode, "backend": {"kind": "ram"}}
     return cfgmod.with_overrides(cfg, address=LOOPBACK, port=0, discovery_port=0)
-
-
-class RunningDevice:
-    """A started :class:`Device` served from its own event loop thread."""
-
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        self.device = Device(cfg)
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="dpu-emu-device", daemon=True)
-        self._thread.start()
-        self.call(self.device.start())
-
-    def call(self, coro: Coroutine[Any, Any, T], timeout: float = START_TIMEOUT_S) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    @property
-    def io_port(self) -> int:
-        return self.device.io_port
-
-    @property
-    def subnqn(self) -> str:
-        return self.device.subnqn
-
-    def stop(self) -> None:
-        if self.loop.is_closed():
-            return
-        try:
-            self.call(self.device.stop())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(START_TIMEOUT_S)
-            self.loop.close()
 
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = TEST_TIMEOUT_S) -> T:

@@ -6,64 +6,15 @@ The device runs its own event loop in a background thread, so tests (sync or usi
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from dpu_emu import config as cfgmod
-from dpu_emu.device import Device
+from testbeds.inprocess import RunningDevice
 
-START_TIMEOUT_S = 10.0
-
-
-class RunningDevice:
-    """A started :class:`Device` served from a background event loop thread."""
-
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        self.device = Device(cfg)
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="dpu-emu-device", daemon=True)
-        self._thread.start()
-        self.call(self.device.start())
-
-    def call(self, coro: Any, timeout: float = START_TIMEOUT_S) -> Any:
-        """Run a coroutine on the device's loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def call_soon(self, fn: Callable[[], Any]) -> Any:
-        async def wrapper() -> Any:
-            return fn()
-        return self.call(wrapper())
-
-    @property
-    def io_port(self) -> int:
-        return self.device.io_port
-
-    @property
-    def discovery_port(self) -> int:
-        return self.device.discovery_port
-
-    @property
-    def subnqn(self) -> str:
-        return self.device.subnqn
-
-    @property
-    def target(self) -> Any:
-        return self.device.target
-
-    def stop(self) -> None:
-        """Stop the device and its loop (idempotent: tests may stop one early to restart it)."""
-        if self.loop.is_closed():
-            return
-        try:
-            self.call(self.device.stop())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(START_TIMEOUT_S)
-            self.loop.close()
+__all__ = ["RunningDevice", "device", "ephemeral_config", "make_device"]
 
 
 def ephemeral_config(cfg: dict[str, Any] | None = None) -> dict[str, Any]:
