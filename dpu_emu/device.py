@@ -21,14 +21,12 @@ from nvmeof.target.server import NvmeTcpServer
 from nvmeof.wire.constants import Csi
 
 from . import config as cfgmod
-from .datapath import KvNamespaceBackend
 from .domain import DomainError, Services
 from .frontends import Frontend
 from .protect.build import build_engine, namespace_backend, open_key_manager, start_engine
+from .protect.kv import kv_namespace
 from .qos import QosBackend, QosRegistry
 from .storage.block import open_block_store
-from .storage.kv import KvMode
-from .storage.kv_file import open_kv_store
 
 log = logging.getLogger("dpu_emu.device")
 KV_NOVG = 4096  # optimal value granularity advertised for KV namespaces
@@ -96,15 +94,15 @@ class Device:
         ids: dict[str, Any] = dict(uuid=uuid.UUID(ns_cfg["uuid"]).bytes if "uuid" in ns_cfg else ident,
                                    nguid=bytes.fromhex(ns_cfg["nguid"]) if "nguid" in ns_cfg else nguid)
         if ns_cfg.get("command_set", "nvm") == "kv":
-            kv = open_kv_store(backend["kind"], path=backend.get("path"), capacity_bytes=ns_cfg["capacity_bytes"],
-                               max_key_size=ns_cfg.get("max_key_size", cfgmod.KV_MAX_KEY_SIZE),
-                               max_value_size=ns_cfg.get("max_value_size", cfgmod.MIB),
-                               max_keys=ns_cfg.get("max_keys"), mode=KvMode(ns_cfg.get("mode", "strict")),
-                               ttl_s=ns_cfg.get("ttl_s"))
-            self.stores[key] = kv
-            return Namespace(nsid=nsid, backend=self._admit(key, KvNamespaceBackend(kv), ns_cfg), csi=Csi.KV,
+            # plain, or values AES-XTS + keys sealed ("key"): see dpu_emu.protect.kv
+            parts = kv_namespace(ns_cfg, engine=self.engine, keys=self.keys, identity=ids["uuid"],
+                                 name=f"{subnqn}/{nsid}", max_key_size=cfgmod.KV_MAX_KEY_SIZE,
+                                 default_max_value_size=cfgmod.MIB)
+            kv = parts.store
+            self.stores[key] = parts.closable
+            return Namespace(nsid=nsid, backend=self._admit(key, parts.backend, ns_cfg), csi=Csi.KV,
                              block_size=KV_NOVG,
-                             max_key_size=kv.max_key_size, max_value_size=kv.max_value_size,
+                             max_key_size=kv.max_key_size, max_value_size=parts.max_value_size,
                              max_keys=ns_cfg.get("max_keys") or 0, capacity_bytes=ns_cfg["capacity_bytes"],
                              usage=lambda: kv.stats.bytes_used, **ids)
         bs = ns_cfg.get("block_size", 512)

@@ -8,7 +8,8 @@ Configuration (additions to the device's JSON)::
         {"nsid": 1, "size_bytes": ..., "backend": {"kind": "file", "path": "/data/ns1.img"},
          "integrity": true,                   # CRC32C per block (tags in "<path>.crc")
          "key": "key-3f9c0a1b2c4d",           # AES-256-XTS with this data key (implies integrity)
-         "integrity_path": "/meta/ns1.crc"}   # optional: where the tags live (file backends)
+         "integrity_path": "/meta/ns1.crc"},  # optional: where the tags live (file backends)
+        {"nsid": 2, "command_set": "kv", ..., "key": "key-3f9c0a1b2c4d"}   # KV: see protect.kv
     ]}]
 
 The master key that unwraps the keys file comes from the environment
@@ -91,7 +92,11 @@ def validate_namespace_protection(ns_cfg: Mapping[str, Any], where: str) -> None
     if integrity is None and key is None and path is None:
         return
     if ns_cfg.get("command_set", "nvm") != "nvm":
-        raise ConfigError(f"{where}: integrity and encryption are supported on NVM namespaces only")
+        if path is not None:
+            raise ConfigError(f"{where}.{INTEGRITY_PATH_KEY}: KV namespaces keep no integrity table")
+        if key is None:
+            raise ConfigError(f"{where}.{INTEGRITY_KEY}: integrity alone is supported on NVM namespaces only; "
+                              f"a KV namespace gets value integrity with a '{DATA_KEY_KEY}' (encryption)")
     if integrity is not None and not isinstance(integrity, bool):
         raise ConfigError(f"{where}.{INTEGRITY_KEY}: true or false")
     if key is not None:

@@ -7,8 +7,8 @@ Directory layout (``path_dir``)::
     kv.log.bad-<pos>  bytes cut off the log at offset <pos> by recovery (kept for forensics)
     kv.lock           held with flock(LOCK_EX) while a store has the directory open
 
-Log layout, little-endian: a 16-byte file header (:data:`LOG_MAGIC`, u16 version, zero
-padding), then records back to back, each a 16-byte header followed by the key and the
+Log layout, little-endian: a 16-byte file header (:data:`LOG_MAGIC`, u16 version, u16
+flags, zero padding), then records back to back, each a 16-byte header followed by the key and the
 value::
 
     0  u32 magic (RECORD_MAGIC)    4  u8 type (PUT / TOMBSTONE)    5  u8 key length (1..16)
@@ -20,6 +20,14 @@ in the same write); Delete, eviction and expiry append TOMBSTONEs.  The index ma
 to (value offset, record CRC); Retrieve is one ``pread`` of the value whose CRC is
 recomputed over the header rebuilt from the index, so a flipped bit raises
 :class:`~dpu_emu.storage.kv.KvStoreCorrupt` and wrong bytes are never returned.
+
+Sealed keys: a store opened with a :class:`KeyCodec` (an encrypted namespace, see
+:mod:`dpu_emu.protect.kv`) writes ``codec.encode(key)`` (exactly ``codec.disk_key_size``
+bytes) wherever a record holds a key, and decodes the keys when it rebuilds its index, so
+the in-memory index (and List) still holds plaintext keys.  Such a log carries
+:data:`FLAG_SEALED_KEYS` in its header: it cannot be opened without a codec (that would
+read its records as bad ones), and a log holding plaintext keys cannot be opened with one.
+A key that does not decode (wrong data key, foreign log) fails the open.
 
 Durability: writes go to the page cache; :meth:`FileKvStore.flush` (``fdatasync``) makes
 every acknowledged Store and Delete durable, as NVMe Flush does.  With
@@ -54,7 +62,7 @@ import time
 from collections.abc import Callable
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from crc32c import crc32c
 
@@ -82,9 +90,14 @@ LOCK_NAME = "kv.lock"
 
 LOG_MAGIC = b"DPUEMUKV"
 LOG_VERSION = 1
-_FILE_HEADER = struct.Struct("<8sH6x")
+_FILE_HEADER = struct.Struct("<8sHH4x")  # magic, version, flags
 FILE_HEADER_SIZE = 16
-FILE_HEADER_BYTES = _FILE_HEADER.pack(LOG_MAGIC, LOG_VERSION)
+FLAG_SEALED_KEYS = 0x0001
+"""Header flag: every key in the log went through a :class:`KeyCodec`."""
+FILE_HEADER_BYTES = _FILE_HEADER.pack(LOG_MAGIC, LOG_VERSION, 0)
+SEALED_FILE_HEADER_BYTES = _FILE_HEADER.pack(LOG_MAGIC, LOG_VERSION, FLAG_SEALED_KEYS)
+MAX_DISK_KEY_SIZE = 255
+"""The record's key length is one byte."""
 
 RECORD_MAGIC = 0x3152564B  # b"KVR1" little-endian
 _RECORD_HEADER = struct.Struct("<IBBHII")  # magic, type, key length, reserved, value length, crc
@@ -106,6 +119,21 @@ COPY_CHUNK = 4 << 20
 """Write size when copying records (compaction) or a bad tail (recovery)."""
 
 _NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class KeyCodec(Protocol):
+    """Deterministic, reversible transform of keys on their way to and from the log."""
+
+    disk_key_size: int
+    """Length of every encoded key (1..255)."""
+
+    def encode(self, key: bytes) -> bytes:
+        """The bytes written for *key* (same key -> same bytes)."""
+        ...
+
+    def decode(self, stored: bytes) -> bytes:
+        """The key back; raises ``ValueError`` if *stored* is not an encoding of ours."""
+        ...
 
 
 class RecordType(IntEnum):
@@ -154,8 +182,10 @@ def _all_zero(view: memoryview) -> bool:
     return True
 
 
-def scan_log(buf: memoryview) -> _Scan:
-    """Replay the records of a whole log file held in *buf* (header included)."""
+def scan_log(buf: memoryview, key_sizes: tuple[int, int] = (MIN_KEY_SIZE, MAX_KEY_SIZE)) -> _Scan:
+    """Replay the records of a whole log file held in *buf* (header included); keys in
+    the log are ``key_sizes[0]..key_sizes[1]`` bytes long."""
+    min_klen, max_klen = key_sizes
     entries: dict[bytes, tuple[int, LogRef]] = {}
     size = len(buf)
     pos = FILE_HEADER_SIZE
@@ -167,7 +197,7 @@ def scan_log(buf: memoryview) -> _Scan:
         if (
             magic != RECORD_MAGIC
             or rtype not in valid_types
-            or not MIN_KEY_SIZE <= klen <= MAX_KEY_SIZE
+            or not min_klen <= klen <= max_klen
             or reserved
             or (rtype == RecordType.TOMBSTONE and vlen)
         ):
@@ -233,6 +263,7 @@ class FileKvStore(KvStore[LogRef]):
         sync_every_write: bool = False,
         compact_min_bytes: int = DEFAULT_COMPACT_MIN_BYTES,
         create: bool = True,
+        key_codec: KeyCodec | None = None,
     ) -> None:
         super().__init__(
             capacity_bytes,
@@ -250,12 +281,16 @@ class FileKvStore(KvStore[LogRef]):
         self._end = 0
         self._broken = False
         self._compact_retry_at = 0
+        self._codec = key_codec
+        if key_codec is not None and not MIN_KEY_SIZE <= key_codec.disk_key_size <= MAX_DISK_KEY_SIZE:
+            raise ValueError(f"encoded keys of {key_codec.disk_key_size} bytes do not fit a record")
+        self._header = FILE_HEADER_BYTES if key_codec is None else SEALED_FILE_HEADER_BYTES
         if create:
             self.path.mkdir(parents=True, exist_ok=True)
         self._lock_fd = self._lock()
         try:
             entries = self._open_log(create)
-            self._load((key, length, ref) for key, (length, ref) in entries.items())
+            self._load((self._decode(key), length, ref) for key, (length, ref) in entries.items())
         except BaseException:
             if self._fd >= 0:
                 os.close(self._fd)
@@ -279,7 +314,21 @@ class FileKvStore(KvStore[LogRef]):
         return self._end - FILE_HEADER_SIZE - self._live_bytes()
 
     def _live_bytes(self) -> int:
-        return len(self._index) * RECORD_HEADER_SIZE + self._key_bytes + self._bytes_used
+        key_bytes = self._key_bytes if self._codec is None else len(self._index) * self._codec.disk_key_size
+        return len(self._index) * RECORD_HEADER_SIZE + key_bytes + self._bytes_used
+
+    def _disk_key(self, key: bytes) -> bytes:
+        """*key* as the log holds it."""
+        return key if self._codec is None else self._codec.encode(key)
+
+    def _decode(self, stored: bytes) -> bytes:
+        if self._codec is None:
+            return stored
+        try:
+            return self._codec.decode(stored)
+        except ValueError:
+            raise KvStoreCorrupt(f"{self.log_path}: a key does not decode: the log was written under another "
+                                 "data key or namespace, or is corrupt") from None
 
     def _lock(self) -> int:
         fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -297,10 +346,10 @@ class FileKvStore(KvStore[LogRef]):
         size = os.fstat(self._fd).st_size
         if size < FILE_HEADER_SIZE:
             head = os.pread(self._fd, size, 0)
-            if head != FILE_HEADER_BYTES[:size]:
+            if head != FILE_HEADER_BYTES[:size] and head != self._header[:size]:
                 raise KvStoreCorrupt(f"{self.log_path} is not a KV log (bad header)")
             os.ftruncate(self._fd, 0)  # new, or created by a run that died before its header was out
-            _write_all(self._fd, FILE_HEADER_BYTES, 0)
+            _write_all(self._fd, self._header, 0)
             os.fsync(self._fd)
             _fsync_dir(self.path)
             self._end = FILE_HEADER_SIZE
@@ -308,12 +357,13 @@ class FileKvStore(KvStore[LogRef]):
         with mmap.mmap(self._fd, size, access=mmap.ACCESS_READ) as mm:
             buf = memoryview(mm)
             try:
-                magic, version = _FILE_HEADER.unpack_from(buf, 0)
+                magic, version, flags = _FILE_HEADER.unpack_from(buf, 0)
                 if magic != LOG_MAGIC:
                     raise KvStoreCorrupt(f"{self.log_path} is not a KV log (bad magic)")
                 if version != LOG_VERSION:
                     raise KvStoreCorrupt(f"{self.log_path} has unsupported version {version}")
-                scan = scan_log(buf)
+                flags = self._check_flags(flags, size)
+                scan = scan_log(buf, self._key_sizes(flags))
                 if scan.end < size and not scan.torn:
                     self._save_bad_tail(buf, scan)
             finally:
@@ -331,6 +381,29 @@ class FileKvStore(KvStore[LogRef]):
             os.fsync(self._fd)
         self._end = scan.end
         return scan.entries
+
+    def _check_flags(self, flags: int, size: int) -> int:
+        """The header flags this store can work with; refuses a log sealed differently.
+
+        A log holding only its header takes this store's sealing (the header is rewritten)."""
+        sealed = bool(flags & FLAG_SEALED_KEYS)
+        if flags & ~FLAG_SEALED_KEYS:
+            raise KvStoreCorrupt(f"{self.log_path} has unknown header flags {flags:#x}")
+        if sealed == (self._codec is not None):
+            return flags
+        if size == FILE_HEADER_SIZE:
+            _write_all(self._fd, self._header, 0)
+            os.fsync(self._fd)
+            return FLAG_SEALED_KEYS if self._codec is not None else 0
+        if sealed:
+            raise KvStoreCorrupt(f"{self.log_path} holds encrypted keys: open it with its namespace's data key")
+        raise KvStoreCorrupt(f"{self.log_path} already holds plaintext keys; encryption can only be enabled "
+                             "on an empty KV namespace")
+
+    def _key_sizes(self, flags: int) -> tuple[int, int]:
+        if flags & FLAG_SEALED_KEYS and self._codec is not None:
+            return self._codec.disk_key_size, self._codec.disk_key_size
+        return MIN_KEY_SIZE, MAX_KEY_SIZE
 
     def _save_bad_tail(self, buf: memoryview, scan: _Scan) -> None:
         """Copy the log from its first bad record on to a side file, and say so."""
@@ -377,7 +450,8 @@ class FileKvStore(KvStore[LogRef]):
         self._end = start + sum(len(b) for b in bufs)
 
     def _put(self, key: bytes, data: bytes | memoryview, victims: Victims[LogRef]) -> LogRef:
-        tombstones = b"".join(_tombstone(victim) for victim, _ in victims)
+        tombstones = b"".join(_tombstone(self._disk_key(victim)) for victim, _ in victims)
+        key = self._disk_key(key)
         covered, crc = _record_crc(RecordType.PUT, key, data)
         value_offset = self._end + len(tombstones) + RECORD_HEADER_SIZE + len(key)
         bufs: list[bytes | memoryview] = [tombstones] if tombstones else []
@@ -393,8 +467,9 @@ class FileKvStore(KvStore[LogRef]):
                 data = self._pread_rest(data, length, ref.offset)
         except OSError as exc:
             raise KvIoError(f"{self.log_path}: read failed: {exc}") from exc
-        covered = _CRC_COVERED.pack(RECORD_MAGIC, RecordType.PUT, len(key), 0, length)
-        if crc32c(data, crc32c(key, crc32c(covered))) != ref.crc:
+        disk_key = self._disk_key(key)
+        covered = _CRC_COVERED.pack(RECORD_MAGIC, RecordType.PUT, len(disk_key), 0, length)
+        if crc32c(data, crc32c(disk_key, crc32c(covered))) != ref.crc:
             raise KvStoreCorrupt(f"{self.log_path}: value of key {key.hex()} at offset {ref.offset} fails its CRC")
         return data
 
@@ -410,7 +485,7 @@ class FileKvStore(KvStore[LogRef]):
         return b"".join(parts)
 
     def _remove(self, victims: Victims[LogRef]) -> None:
-        self._append([b"".join(_tombstone(key) for key, _ in victims)])
+        self._append([b"".join(_tombstone(self._disk_key(key)) for key, _ in victims)])
 
     def _after_update(self) -> None:
         size = self._end
@@ -475,12 +550,13 @@ class FileKvStore(KvStore[LogRef]):
         """Copy every live record into *fd*; return (new refs, corrupt entries, end)."""
         moved: list[tuple[KvEntry[LogRef], LogRef]] = []
         corrupt: Victims[LogRef] = []
-        out = bytearray(FILE_HEADER_BYTES)
+        out = bytearray(self._header)
         written = 0
         for key, entry in self._index.items():  # LRU order, so a reopen keeps it
             ref = entry.handle
-            start = ref.offset - RECORD_HEADER_SIZE - len(key)
-            size = record_size(len(key), entry.length)
+            klen = len(key) if self._codec is None else self._codec.disk_key_size
+            start = ref.offset - RECORD_HEADER_SIZE - klen
+            size = record_size(klen, entry.length)
             record = os.pread(self._fd, size, start)
             if len(record) < size:
                 record = self._pread_rest(record, size, start)
@@ -488,7 +564,7 @@ class FileKvStore(KvStore[LogRef]):
                 log.warning("%s: dropping key %s, its value fails its CRC", self.log_path, key.hex())
                 corrupt.append((key, entry))
                 continue
-            moved.append((entry, LogRef(written + len(out) + RECORD_HEADER_SIZE + len(key), ref.crc)))
+            moved.append((entry, LogRef(written + len(out) + RECORD_HEADER_SIZE + klen, ref.crc)))
             out += record
             if len(out) >= COPY_CHUNK:
                 _write_all(fd, out, written)
