@@ -8,7 +8,7 @@ from fastapi import Depends, FastAPI
 
 from . import errors
 from .deps import no_unknown_query
-from .routers import controllers, listeners, subsystems, tenants
+from .routers import controllers, keys, listeners, qos, subsystems, tenants
 
 if TYPE_CHECKING:
     from dpu_emu.device import Device
@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 API_TITLE = "dpu-emu management API"
 API_VERSION = "1.0.0"
 DESCRIPTION = """Provision the emulated DPU storage front end: subsystems, namespaces (NVM or KV),
-allowed hosts, listeners, tenants (per-host namespace masking), live controllers and statistics.
+allowed hosts, listeners, tenants (per-host namespace masking), QoS policies and limits, data keys,
+live controllers and statistics.
 
 Every request carries `Authorization: Bearer <token>`: the administrator's token, or a tenant's
 token (read-only, scoped to the tenant's own namespaces, controllers and statistics).  Errors are
@@ -30,6 +31,6 @@ def create_app(device: Device, *, admin_digest: str) -> FastAPI:
     app.state.device = device
     app.state.admin_digest = admin_digest
     errors.install(app)
-    for module in (subsystems, listeners, tenants, controllers):
+    for module in (subsystems, listeners, tenants, qos, keys, controllers):
         app.include_router(module.router)
     return app

@@ -19,6 +19,7 @@ from dpu_emu.domain import (
     InvalidArgument,
     NotFound,
     PersistError,
+    Unavailable,
 )
 
 from .schemas import Problem
@@ -41,6 +42,7 @@ STATUS_OF: dict[type[DomainError], int] = {
     AlreadyExists: HTTP_CONFLICT,
     Conflict: HTTP_CONFLICT,
     PersistError: HTTP_UNAVAILABLE,
+    Unavailable: HTTP_CONFLICT,  # the device is not set up for it (not a server fault)
 }
 TITLES = {HTTP_BAD_REQUEST: "bad request", HTTP_UNAUTHORIZED: "unauthorized", HTTP_FORBIDDEN: "forbidden",
           HTTP_NOT_FOUND: "not found", 405: "method not allowed", HTTP_CONFLICT: "conflict",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dpu_emu.domain.controllers import StatsSnapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -17,7 +19,57 @@ def _labels(**labels: object) -> str:
     return "{" + ",".join(f'{k}="{_label(v)}"' for k, v in labels.items()) + "}"
 
 
-def render(snapshot: StatsSnapshot) -> str:
+QOS_QUANTILES = (("0.5", "p50_us"), ("0.99", "p99_us"), ("0.999", "p999_us"))
+
+
+def _qos_groups(qos: dict[str, Any]) -> list[tuple[dict[str, object], dict[str, Any]]]:
+    """(labels, group snapshot) for every QoS group: namespaces then tenants."""
+    out: list[tuple[dict[str, object], dict[str, Any]]] = []
+    for g in qos.get("namespaces", []):
+        out.append(({"level": "namespace", "subsystem": g["subsystem"], "nsid": g["nsid"]}, g))
+    for g in qos.get("tenants", []):
+        out.append(({"level": "tenant", "tenant": g["tenant"]}, g))
+    return out
+
+
+def render_qos(qos: dict[str, Any], lines: list[str]) -> None:
+    def family(name: str, kind: str, help_text: str) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+
+    groups = _qos_groups(qos)
+    family("dpu_emu_qos_ops_total", "counter", "commands completed through a QoS group, per direction")
+    for labels, g in groups:
+        for direction, value in sorted(g["ops"].items()):
+            lines.append(f"dpu_emu_qos_ops_total{_labels(**labels, direction=direction)} {value}")
+    family("dpu_emu_qos_bytes_total", "counter", "bytes moved through a QoS group, per direction")
+    for labels, g in groups:
+        for direction, value in sorted(g["bytes"].items()):
+            lines.append(f"dpu_emu_qos_bytes_total{_labels(**labels, direction=direction)} {value}")
+    family("dpu_emu_qos_latency_seconds", "summary", "command latency through a QoS group (queueing included)")
+    for labels, g in groups:
+        lat = g["latency"]
+        for quantile, key in QOS_QUANTILES:
+            lines.append(f"dpu_emu_qos_latency_seconds{_labels(**labels, quantile=quantile)} "
+                         f"{lat[key] / US_PER_S:.9f}")
+        lines.append(f"dpu_emu_qos_latency_seconds_sum{_labels(**labels)} "
+                     f"{lat['mean_us'] * lat['count'] / US_PER_S:.9f}")
+        lines.append(f"dpu_emu_qos_latency_seconds_count{_labels(**labels)} {lat['count']}")
+    family("dpu_emu_qos_throttled_ios_total", "counter", "commands that waited for a QoS group's tokens")
+    for labels, g in groups:
+        lines.append(f"dpu_emu_qos_throttled_ios_total{_labels(**labels)} {g['throttled_ios']}")
+    family("dpu_emu_qos_throttled_seconds_total", "counter", "summed time commands waited for tokens")
+    for labels, g in groups:
+        lines.append(f"dpu_emu_qos_throttled_seconds_total{_labels(**labels)} {g['throttled_seconds']:.6f}")
+    family("dpu_emu_qos_queue_depth", "gauge", "commands waiting in a QoS group now")
+    for labels, g in groups:
+        lines.append(f"dpu_emu_qos_queue_depth{_labels(**labels)} {g['queue_depth']}")
+    family("dpu_emu_qos_inflight", "gauge", "commands of a QoS group in the backend now")
+    for labels, g in groups:
+        lines.append(f"dpu_emu_qos_inflight{_labels(**labels)} {g['inflight']}")
+
+
+def render(snapshot: StatsSnapshot, qos: dict[str, Any] | None = None) -> str:
     lines: list[str] = []
 
     def family(name: str, kind: str, help_text: str) -> None:
@@ -72,4 +124,6 @@ def render(snapshot: StatsSnapshot) -> str:
                      f"{_labels(subsystem=c.subsystem, cntlid=c.cntlid, hostnqn=c.hostnqn)} {c.errors}")
     family("dpu_emu_controllers", "gauge", "live controllers (associations)")
     lines.append(f"dpu_emu_controllers {len(snapshot.controllers)}")
+    if qos is not None:
+        render_qos(qos, lines)
     return "\n".join(lines) + "\n"

@@ -7,12 +7,14 @@ with 400/409.  Secrets are write-only: a tenant token appears once, in TenantCre
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 NQN_MAX = 223
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+KEY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+KEY_MATERIAL_MAX = 128  # base64 of a 64-byte key is 88 characters
 SIZE_MAX = 1 << 50
 NSID_MAX = 0xFFFFFFFE
 PATH_MAX = 4096
@@ -76,6 +78,45 @@ class Backend(Strict):
     path: str | None = Field(None, min_length=1, max_length=PATH_MAX)
 
 
+# -- QoS ----------------------------------------------------------------------------------
+
+RATE_MAX = 1e12
+WEIGHT_MAX = 1000.0
+
+
+class QosLimits(Strict):
+    """SPDK ``bdev_set_qos_limit`` names; per second, 0 = unlimited, MB = MiB."""
+
+    rw_ios_per_sec: float | None = Field(None, ge=0, le=RATE_MAX)
+    rw_mbytes_per_sec: float | None = Field(None, ge=0, le=RATE_MAX)
+    r_mbytes_per_sec: float | None = Field(None, ge=0, le=RATE_MAX)
+    w_mbytes_per_sec: float | None = Field(None, ge=0, le=RATE_MAX)
+    weight: float | None = Field(None, gt=0, le=WEIGHT_MAX, description="share of a saturated device (DRR)")
+    burst_ms: float | None = Field(None, ge=0, le=RATE_MAX, description="burst size in ms of the limit")
+
+
+class QosPolicyCreate(QosLimits):
+    name: str = Field(pattern=ID_PATTERN)
+
+
+class QosPolicyUpdate(QosLimits):
+    """Fields to change; ``null`` resets one to its default."""
+
+
+class QosPolicyPublic(BaseModel):
+    name: str
+    rw_ios_per_sec: float
+    rw_mbytes_per_sec: float
+    r_mbytes_per_sec: float
+    w_mbytes_per_sec: float
+    weight: float
+    burst_ms: float
+    used_by: list[str] = Field(description="tenants and namespaces following this policy")
+
+
+NamespaceQos = QosLimits | Annotated[str, Field(pattern=ID_PATTERN)] | None
+
+
 class NamespaceCreate(Strict):
     nsid: int | None = Field(None, ge=1, le=NSID_MAX, description="allocated (lowest free) if absent")
     command_set: Literal["nvm", "kv"] = "nvm"
@@ -90,6 +131,14 @@ class NamespaceCreate(Strict):
     max_keys: int | None = Field(None, ge=1, le=SIZE_MAX)
     mode: Literal["strict", "cache"] | None = None
     ttl_s: float | None = Field(None, gt=0, le=1e9)
+    qos: NamespaceQos = Field(None, description="inline limits or a QoS policy name")
+    integrity: bool | None = Field(None, description="NVM: CRC32C tag per block (offload pipeline)")
+    key: str | None = Field(None, pattern=KEY_ID_PATTERN, description="NVM: AES-256-XTS with this data key "
+                                                                  "(implies integrity)")
+
+
+class NamespaceUpdate(Strict):
+    qos: NamespaceQos = Field(None, description="inline limits, a QoS policy name, or null (unlimited)")
 
 
 class NamespacePublic(BaseModel):
@@ -110,6 +159,27 @@ class NamespacePublic(BaseModel):
     max_keys: int | None
     mode: str | None
     ttl_s: float | None
+    qos: dict[str, float] | str | None = None
+    integrity: bool = False
+    key: str | None = None
+
+
+# -- keys ---------------------------------------------------------------------------------
+
+
+class KeyCreate(Strict):
+    """Without ``material`` the device generates the key."""
+
+    id: str | None = Field(None, pattern=KEY_ID_PATTERN, description="generated if absent")
+    material: str | None = Field(None, min_length=1, max_length=KEY_MATERIAL_MAX, json_schema_extra={"writeOnly": True},
+                                 description="base64 of a 64-byte AES-256-XTS key (halves differ); write-only")
+
+
+class KeyPublic(BaseModel):
+    id: str
+    fingerprint: str = Field(description="first 8 bytes of SHA-256 of the wrapped key, hex")
+    created: str
+    used_by: list[str]
 
 
 # -- hosts --------------------------------------------------------------------------------
@@ -175,7 +245,7 @@ class TenantCreate(Strict):
     name: str = Field(pattern=ID_PATTERN)
     hosts: list[str] = Field(default_factory=list, max_length=1024)
     namespaces: list[NamespaceRef] = Field(default_factory=list, max_length=4096)
-    qos: str | None = Field(None, pattern=ID_PATTERN, description="QoS policy reference (stored, not enforced)")
+    qos: str | None = Field(None, pattern=ID_PATTERN, description="QoS policy name (must exist)")
 
 
 class TenantUpdate(Strict):
@@ -245,6 +315,43 @@ class ControllerStats(BaseModel):
     errors: int
 
 
+class QosGroupStats(BaseModel):
+    name: str
+    level: str
+    policy: dict[str, float]
+    credit: dict[str, float]
+    ops: dict[str, int]
+    bytes: dict[str, int]
+    errors: int
+    aborted: int
+    latency: dict[str, float] = Field(description="count, mean_us, max_us, p50_us, p99_us, p999_us")
+    throttled_ios: int
+    throttled_seconds: float
+    limited_ios: int
+    fair_wait_seconds: float
+    queue_depth: int
+    waiting_tokens: int
+    waiting_budget: int
+    inflight: int
+
+
+class QosNamespaceStats(QosGroupStats):
+    subsystem: str
+    subsystem_id: str
+    nsid: int
+
+
+class QosTenantStats(QosGroupStats):
+    tenant: str
+
+
+class QosStats(BaseModel):
+    namespaces: list[QosNamespaceStats]
+    tenants: list[QosTenantStats]
+    scheduler: dict[str, object] | None = None
+
+
 class StatsPublic(BaseModel):
     namespaces: list[NamespaceStats]
     controllers: list[ControllerStats]
+    qos: QosStats | None = None

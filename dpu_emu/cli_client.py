@@ -1,5 +1,9 @@
 """CLI subcommands that call a running device's REST API (stdlib HTTP client only).
 
+Key material never goes on the command line (other users could read it from the process
+list): ``dpu-emu key add --material-file PATH`` reads it from a file (64 raw bytes, or their
+base64) or from standard input (``-``).
+
 Exit codes: 0 success, 1 the API refused the request (its problem detail is printed),
 2 bad usage, 3 the API could not be reached.  ``--json`` prints the API's JSON.
 """
@@ -7,6 +11,7 @@ Exit codes: 0 success, 1 the API refused the request (its problem detail is prin
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -32,6 +37,10 @@ class ApiFailure(Exception):
         self.status, self.body = status, body
         detail = body.get("detail") if isinstance(body, dict) else body
         super().__init__(f"HTTP {status}: {detail}")
+
+
+class UsageError(Exception):
+    """Options that do not make a request (exit 2)."""
 
 
 def parse_size(text: str) -> int:
@@ -114,7 +123,9 @@ def _namespace(args: argparse.Namespace) -> Any:
         if args.kv:
             spec.update(capacity_bytes=args.capacity, max_value_size=args.max_value_size, mode=args.mode)
         else:
-            spec.update(size_bytes=args.size, block_size=args.block_size)
+            spec.update(size_bytes=args.size, block_size=args.block_size, key=args.key,
+                        integrity=True if args.integrity else None)
+        spec["qos"] = args.qos
         return request(args, "POST", base, _drop_none(spec))
     if args.action == "list":
         return request(args, "GET", base)
@@ -165,8 +176,67 @@ def _stats(args: argparse.Namespace) -> Any:
     return request(args, "GET", "/v1/stats")
 
 
+POLICY_FIELDS = (("rw_ios", "rw_ios_per_sec"), ("rw_mbytes", "rw_mbytes_per_sec"),
+                 ("r_mbytes", "r_mbytes_per_sec"), ("w_mbytes", "w_mbytes_per_sec"), ("weight", "weight"),
+                 ("burst_ms", "burst_ms"))
+XTS_KEY_BYTES = 64
+STDIN_NAME = "-"
+
+
+def _limits(args: argparse.Namespace) -> dict[str, Any]:
+    return _drop_none({api: getattr(args, opt) for opt, api in POLICY_FIELDS})
+
+
+def _qos(args: argparse.Namespace) -> Any:
+    if args.action == "stats":
+        return request(args, "GET", "/v1/qos")
+    if args.action == "namespace":
+        limits = _limits(args)
+        if sum(bool(x) for x in (args.policy, args.unlimited, limits)) != 1:
+            raise UsageError("give exactly one of --policy NAME, --unlimited, or limits (--rw-ios ...)")
+        spec: Any = args.policy or (None if args.unlimited else limits)
+        return request(args, "PATCH", f"/v1/subsystems/{q(args.subsystem)}/namespaces/{args.nsid}", {"qos": spec})
+    base = "/v1/qos/policies"
+    if args.action == "add":
+        return request(args, "POST", base, {"name": args.name, **_limits(args)})
+    if args.action == "set":
+        changes = _limits(args)
+        if not changes:
+            raise UsageError("nothing to change: give at least one limit (--rw-ios ...)")
+        return request(args, "PATCH", f"{base}/{q(args.name)}", changes)
+    if args.action == "list":
+        return request(args, "GET", base)
+    if args.action == "show":
+        return request(args, "GET", f"{base}/{q(args.name)}")
+    return request(args, "DELETE", f"{base}/{q(args.name)}")
+
+
+def read_material(source: str) -> str:
+    """Key material from a file or stdin ('-'): 64 raw bytes, or base64 text -> base64."""
+    try:
+        raw = sys.stdin.buffer.read() if source == STDIN_NAME else Path(source).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read the key material: {exc.strerror}") from None
+    if len(raw) == XTS_KEY_BYTES:
+        return base64.b64encode(raw).decode("ascii")
+    return raw.strip().decode("ascii", errors="replace")
+
+
+def _key(args: argparse.Namespace) -> Any:
+    if args.action == "add":
+        body = _drop_none({"id": args.id})
+        if args.material_file:
+            body["material"] = read_material(args.material_file)
+        return request(args, "POST", "/v1/keys", body)
+    if args.action == "list":
+        return request(args, "GET", "/v1/keys")
+    if args.action == "show":
+        return request(args, "GET", f"/v1/keys/{q(args.id)}")
+    return request(args, "DELETE", f"/v1/keys/{q(args.id)}")
+
+
 HANDLERS = {"subsystem": _subsystem, "namespace": _namespace, "host": _host, "listener": _listener,
-            "tenant": _tenant, "controller": _controller, "stats": _stats}
+            "tenant": _tenant, "controller": _controller, "stats": _stats, "qos": _qos, "key": _key}
 
 
 def _print_human(result: Any) -> None:
@@ -191,6 +261,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"dpu-emu: {exc}", file=sys.stderr)
         return EXIT_API
+    except UsageError as exc:
+        print(f"dpu-emu: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (urllib.error.URLError, OSError) as exc:
         print(f"dpu-emu: cannot reach the REST API at {args.url}: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
@@ -244,6 +317,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-value-size", type=parse_size)
     p.add_argument("--mode", choices=["strict", "cache"])
     p.add_argument("--file", help="file backend path (default: RAM)")
+    p.add_argument("--qos", help="QoS policy name")
+    p.add_argument("--integrity", action="store_true", help="CRC32C tag per block (NVM)")
+    p.add_argument("--key", help="encrypt with this data key (AES-256-XTS; implies --integrity)")
     p = s.add_parser("list")
     p.add_argument("subsystem")
     for action in ("show", "remove"):
@@ -294,3 +370,43 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         _common(p)
 
     _common(sub.add_parser("stats", help="I/O statistics (REST)"))
+    _qos_and_key_subcommands(sub)
+
+
+def _limit_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rw-ios", type=float, help="rw_ios_per_sec (0 = unlimited)")
+    p.add_argument("--rw-mbytes", type=float, help="rw_mbytes_per_sec (MiB/s)")
+    p.add_argument("--r-mbytes", type=float, help="r_mbytes_per_sec (MiB/s)")
+    p.add_argument("--w-mbytes", type=float, help="w_mbytes_per_sec (MiB/s)")
+    p.add_argument("--weight", type=float, help="share of a saturated device")
+    p.add_argument("--burst-ms", type=float, help="burst in milliseconds of the limit")
+
+
+def _qos_and_key_subcommands(sub: argparse._SubParsersAction) -> None:
+    s = _actions(sub, "qos", "QoS policies, namespace limits and telemetry (REST)")
+    for action in ("add", "set"):
+        p = s.add_parser(action, help=f"{'create' if action == 'add' else 'change'} a named policy")
+        p.add_argument("name")
+        _limit_options(p)
+    s.add_parser("list")
+    for action in ("show", "remove"):
+        s.add_parser(action).add_argument("name")
+    p = s.add_parser("namespace", help="set a namespace's QoS live")
+    p.add_argument("subsystem")
+    p.add_argument("nsid", type=int)
+    p.add_argument("--policy", help="follow this named policy")
+    p.add_argument("--unlimited", action="store_true", help="remove the namespace's limits")
+    _limit_options(p)
+    s.add_parser("stats", help="per-group QoS telemetry")
+    for p in s.choices.values():
+        _common(p)
+
+    s = _actions(sub, "key", "data keys for encrypted namespaces (REST)")
+    p = s.add_parser("add", help="generate a key, or import one with --material-file")
+    p.add_argument("--id")
+    p.add_argument("--material-file", help="64 raw bytes or their base64; '-' = stdin (never on the command line)")
+    s.add_parser("list")
+    for action in ("show", "remove"):
+        s.add_parser(action).add_argument("id")
+    for p in s.choices.values():
+        _common(p)

@@ -11,7 +11,7 @@ from dpu_emu.domain.state import require_admin
 from .. import metrics
 from ..deps import Caller, Svc, on_device
 from ..errors import ERROR_RESPONSES
-from ..schemas import ControllerPublic, StatsPublic
+from ..schemas import ControllerPublic, QosStats, StatsPublic
 from ._util import NO_CONTENT, out, out_list
 
 router = APIRouter(tags=["controllers", "stats"], responses=ERROR_RESPONSES)
@@ -40,7 +40,11 @@ async def delete_controller(controller: ControllerId, request: Request, svc: Svc
 @router.get("/v1/stats", response_model=StatsPublic)
 async def get_stats(request: Request, svc: Svc, caller: Caller) -> StatsPublic:
     snapshot = await on_device(request, svc.controllers.stats, caller)
-    return StatsPublic.model_validate(snapshot, from_attributes=True)
+    stats = StatsPublic.model_validate(snapshot, from_attributes=True)
+    qos = await on_device(request, svc.qos.telemetry, caller)
+    if qos is not None:
+        stats.qos = QosStats.model_validate(qos)
+    return stats
 
 
 @router.get("/metrics", response_class=Response,
@@ -48,7 +52,8 @@ async def get_stats(request: Request, svc: Svc, caller: Caller) -> StatsPublic:
                              "description": "Prometheus text format"}})
 async def get_metrics(request: Request, svc: Svc, caller: Caller) -> Response:
     snapshot = await on_device(request, svc.controllers.stats, caller)
-    return Response(metrics.render(snapshot), media_type=metrics.CONTENT_TYPE)
+    qos = await on_device(request, svc.qos.telemetry, caller)
+    return Response(metrics.render(snapshot, qos), media_type=metrics.CONTENT_TYPE)
 
 
 @router.get("/v1/config", response_class=Response,

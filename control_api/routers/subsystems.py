@@ -14,6 +14,7 @@ from ..schemas import (
     HostPublic,
     NamespaceCreate,
     NamespacePublic,
+    NamespaceUpdate,
     SubsystemCreate,
     SubsystemPublic,
     SubsystemUpdate,
@@ -70,6 +71,14 @@ async def list_namespaces(subsystem: SubRef, request: Request, svc: Svc, caller:
 async def get_namespace(subsystem: SubRef, nsid: Nsid, request: Request, svc: Svc,
                         caller: Caller) -> NamespacePublic:
     return out(NamespacePublic, await on_device(request, svc.namespaces.get, subsystem, nsid, caller))
+
+
+@router.patch("/{subsystem}/namespaces/{nsid}", response_model=NamespacePublic)
+async def update_namespace(subsystem: SubRef, nsid: Nsid, body: NamespaceUpdate, request: Request, svc: Svc,
+                           caller: Caller) -> NamespacePublic:
+    """Change a namespace's QoS live: inline limits, a policy name, or null (unlimited)."""
+    changes = body.model_dump(exclude_unset=True)
+    return out(NamespacePublic, await on_device(request, svc.namespaces.update, subsystem, nsid, changes, caller))
 
 
 @router.delete("/{subsystem}/namespaces/{nsid}", status_code=NO_CONTENT, response_class=Response)

@@ -10,16 +10,27 @@ from pathlib import Path
 from typing import Any
 
 from .controllers import ControllerService
-from .errors import AlreadyExists, Conflict, DomainError, Forbidden, InvalidArgument, NotFound, PersistError
+from .errors import (
+    AlreadyExists,
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidArgument,
+    NotFound,
+    PersistError,
+    Unavailable,
+)
+from .keys import KeyService
 from .listeners import ListenerService
 from .namespaces import NamespaceService
+from .qos import QosService
 from .state import ADMIN, DevicePort, Scope, State, export_text
 from .subsystems import HostService, SubsystemService
 from .tenants import TenantService
 
 __all__ = [
     "ADMIN", "AlreadyExists", "Conflict", "DomainError", "Forbidden", "InvalidArgument", "NotFound",
-    "PersistError", "Scope", "Services",
+    "PersistError", "Scope", "Services", "Unavailable",
 ]
 
 
@@ -31,12 +42,14 @@ class Services:
                  data_dir: Path | None = None) -> None:
         self.state = State(device, config_path=config_path, base_config=base_config or {}, on_commit=on_commit,
                            data_dir=data_dir)
+        self.qos = QosService(self.state)
         self.subsystems = SubsystemService(self.state)
         self.hosts = HostService(self.state)
-        self.namespaces = NamespaceService(self.state)
+        self.namespaces = NamespaceService(self.state, self.qos)
         self.listeners = ListenerService(self.state)
-        self.tenants = TenantService(self.state)
+        self.tenants = TenantService(self.state, self.qos)
         self.controllers = ControllerService(self.state)
+        self.keys = KeyService(self.state)
 
     def load(self, cfg: dict[str, Any]) -> None:
         """Build the model from a (validated) configuration; raises DomainError.  Nothing is

@@ -44,3 +44,9 @@ class PersistError(DomainError):
     """The change is live but could not be written to the configuration file."""
 
     title = "configuration not saved"
+
+
+class Unavailable(DomainError):
+    """The device lacks what the request needs (e.g. key management is not configured)."""
+
+    title = "not available"

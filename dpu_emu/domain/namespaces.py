@@ -10,8 +10,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from ..keys import KeyStoreError
 from ..storage.kv import KvError
 from .errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from .qos import QOS_SECTION, QosService
 from .records import BackendKind, NamespaceRecord, SubsystemRecord, check_int, derived_ids, fresh_ids
 from .state import ADMIN, Scope, State, require_admin
 from .stats import CountingBackend, IoStats
@@ -36,11 +38,15 @@ class NamespaceView:
     max_keys: int | None
     mode: str | None
     ttl_s: float | None
+    qos: dict[str, Any] | str | None
+    integrity: bool
+    key: str | None
 
 
 class NamespaceService:
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: State, qos: QosService | None = None) -> None:
         self.state = state
+        self.qos = qos
 
     def _view(self, sub: SubsystemRecord, rec: NamespaceRecord) -> NamespaceView:
         nvm = rec.command_set.value == "nvm"
@@ -53,7 +59,8 @@ class NamespaceService:
             capacity_bytes=None if nvm else rec.capacity_bytes, used_bytes=used,
             max_key_size=None if nvm else rec.max_key_size, max_value_size=None if nvm else rec.max_value_size,
             max_keys=None if nvm else rec.max_keys, mode=None if nvm else rec.mode.value,
-            ttl_s=None if nvm else rec.ttl_s)
+            ttl_s=None if nvm else rec.ttl_s, qos=rec.extra.get(QOS_SECTION),
+            integrity=bool(rec.extra.get("integrity") or rec.extra.get("key")), key=rec.extra.get("key"))
 
     def _scoped(self, ref: str, scope: Scope) -> tuple[SubsystemRecord, frozenset[int] | None]:
         sub = self.state.subsystem(ref)
@@ -105,6 +112,8 @@ class NamespaceService:
             if nsid in sub.namespaces:
                 raise AlreadyExists(f"namespace {nsid} exists in {sub.nqn}")
         ids = derived_ids(sub.nqn, nsid) if derive_ids else fresh_ids()
+        if commit and self.qos is not None and spec.get(QOS_SECTION) is not None:
+            spec = {**spec, QOS_SECTION: self.qos.check_namespace_spec(spec[QOS_SECTION], f"namespace {nsid}: qos")}
         rec = NamespaceRecord.build(spec, default_ids=ids, nsid=nsid)
         ns_cfg = rec.to_config()
         resolved = self._check_path_unused(rec)
@@ -114,6 +123,8 @@ class NamespaceService:
             ns = self.state.device.build_namespace(sub.nqn, ns_cfg)
         except (OSError, ValueError, KvError) as exc:
             raise InvalidArgument(f"cannot open the namespace's backend: {exc}") from exc
+        except KeyStoreError as exc:
+            raise InvalidArgument(f"namespace key: {exc}") from exc
         stats = IoStats()
         ns.backend = CountingBackend(ns.backend, stats)
         self.state.stats[(sub.nqn, nsid)] = stats
@@ -134,6 +145,18 @@ class NamespaceService:
         if rec is None or (visible is not None and nsid not in visible):
             raise NotFound(f"no namespace {nsid} in {ref!r}")
         return self._view(sub, rec)
+
+    def update(self, ref: str, nsid: int, changes: dict[str, Any], scope: Scope = ADMIN) -> NamespaceView:
+        """Change what may change on a live namespace: its QoS (applies at once)."""
+        require_admin(scope)
+        unknown = set(changes) - {QOS_SECTION}
+        if unknown:
+            raise InvalidArgument(f"cannot change {sorted(unknown)}; changeable: ['{QOS_SECTION}']")
+        if QOS_SECTION in changes:
+            if self.qos is None:
+                raise Conflict("QoS is not available on this device")
+            self.qos.set_namespace(ref, nsid, changes[QOS_SECTION], scope)
+        return self.get(ref, nsid, scope)
 
     def remove(self, ref: str, nsid: int, scope: Scope = ADMIN) -> None:
         """Detach (hosts that saw it get the event), close its store, drop tenant grants.

@@ -352,7 +352,7 @@ class TenantRecord:
     name: str
     hosts: set[str] = field(default_factory=set)
     namespaces: set[tuple[str, int]] = field(default_factory=set)  # (subsystem NQN, nsid)
-    qos: str | None = None  # a QoS policy reference; stored, not enforced yet
+    qos: str | None = None  # a QoS policy name (the tenant's hosts share one group following it)
     token_sha256: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 

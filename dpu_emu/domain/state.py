@@ -214,7 +214,11 @@ class State:
         cfg["subsystems"] = [self.subsystems[n].to_config() for n in sorted(self.subsystems)]
         cfg["tenants"] = [self.tenants[n].to_config() for n in sorted(self.tenants)]
         for section, exporter in sorted(self.exporters.items()):
-            cfg[section] = exporter()
+            value = exporter()
+            if value is None:  # the section is absent (nothing to save)
+                cfg.pop(section, None)
+            else:
+                cfg[section] = value
         return cfg
 
     def commit(self) -> None:

@@ -1,5 +1,6 @@
 """Tenants: a name, the host NQNs that act for it, the namespaces it may see, a QoS
-policy reference (stored, not enforced yet) and a bearer token (kept as a hash).
+policy reference (enforced: the tenant's hosts share one QoS group following that named
+policy, which must exist) and a bearer token (kept as a hash).
 
 A host NQN belongs to at most one tenant.  Such a host sees, in each subsystem, only the
 namespaces granted to its tenant there, and cannot connect to a subsystem where its
@@ -13,6 +14,7 @@ from typing import Any
 
 from .auth import TENANT_TOKEN_PREFIX, hash_token, new_token, same_hash
 from .errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from .qos import QosService
 from .records import TOKEN_HASH, TenantRecord, check_id, check_int, check_nqn
 from .state import ADMIN, Scope, State, require_admin
 
@@ -36,8 +38,9 @@ class TenantView:
 
 
 class TenantService:
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: State, qos: QosService | None = None) -> None:
         self.state = state
+        self.qos = qos
 
     def _view(self, rec: TenantRecord) -> TenantView:
         grants = [NamespaceGrant(subsystem=nqn, subsystem_id=self.state.subsystems[nqn].id, nsid=nsid)
@@ -81,6 +84,12 @@ class TenantService:
     def _qos(qos: Any) -> str | None:
         return None if qos is None else check_id(qos, "qos")
 
+    def _checked_qos(self, qos: Any) -> str | None:
+        """A tenant's policy reference from the API: it must name an existing policy."""
+        if self.qos is None:
+            return self._qos(qos)
+        return self.qos.check_reference(qos, "tenant qos")
+
     def load(self, spec: dict[str, Any]) -> None:
         """Restore a tenant from the configuration (its token hash included)."""
         name = check_id(spec.get("name"), "tenant name")
@@ -106,8 +115,8 @@ class TenantService:
             raise AlreadyExists(f"tenant {name!r} exists")
         token = new_token(TENANT_TOKEN_PREFIX)
         rec = TenantRecord(name=name, hosts=self._hosts(spec.get("hosts") or [], name),
-                           namespaces=self._grants(spec.get("namespaces") or []), qos=self._qos(spec.get("qos")),
-                           token_sha256=hash_token(token))
+                           namespaces=self._grants(spec.get("namespaces") or []),
+                           qos=self._checked_qos(spec.get("qos")), token_sha256=hash_token(token))
         with self.state.visibility_change():
             self.state.tenants[name] = rec
         self.state.device.tenant_changed(name, rec.qos, sorted(rec.hosts))
@@ -130,7 +139,7 @@ class TenantService:
             raise InvalidArgument(f"cannot change {sorted(unknown)}; changeable: {sorted(UPDATABLE)}")
         hosts = self._hosts(changes["hosts"], name) if changes.get("hosts") is not None else rec.hosts
         grants = self._grants(changes["namespaces"]) if changes.get("namespaces") is not None else rec.namespaces
-        qos = self._qos(changes["qos"]) if "qos" in changes else rec.qos
+        qos = self._checked_qos(changes["qos"]) if "qos" in changes else rec.qos
         with self.state.visibility_change():
             rec.hosts, rec.namespaces, rec.qos = hosts, grants, qos
         self.state.device.tenant_changed(name, rec.qos, sorted(rec.hosts))

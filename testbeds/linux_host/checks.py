@@ -37,6 +37,13 @@ KV_CHECKS: Final[tuple[str, ...]] = (
 )
 """Every check run_kv_checks (guest/lib/kv_checks.sh) reports, in order."""
 
+REST_CHECKS: Final[tuple[str, ...]] = (
+    "rest-connect", "rest-ns-added", "rest-ns-removed", "rest-disconnect", "rest-acl-refused",
+    "rest-tenant-b-masked", "rest-tenant-a-masked",
+)
+"""Every check run_rest_checks (guest/lib/rest_checks.sh) reports, in order; it needs the host
+actions "add-namespace" and "remove-namespace" (tests/interop/test_rest_live.py)."""
+
 SELFTEST_NQN: Final[str] = "nqn.2026-11.io.dpu-emu:linux-selftest"
 SELFTEST_SERIAL: Final[str] = "LNXSELF0001"
 SELFTEST_MODEL: Final[str] = "Linux"
@@ -117,6 +124,12 @@ def lifecycle_script(target: TargetParams) -> str:
 def kv_script(target: TargetParams) -> str:
     """NVMe-KV checks through /dev/ngXnY and nvme io-passthru (KV_CHECKS)."""
     return checks_script(target, libraries=("kv_checks.sh",), entry="run_kv_checks")
+
+
+def rest_script(target: TargetParams) -> str:
+    """Live REST changes seen by the kernel host (REST_CHECKS); run it with
+    on_line=HostActions({"add-namespace": ..., "remove-namespace": ...})."""
+    return checks_script(target, libraries=("host_action.sh", "rest_checks.sh"), entry="run_rest_checks")
 
 
 def selftest_target() -> TargetParams:

@@ -76,3 +76,45 @@ def test_two_tenants_script(api: ApiDevice, tmp_path: Any) -> None:
         assert (tmp_path / f"{name}.token").stat().st_mode & 0o077 == 0
         with api.client_with(token) as client:
             assert [n["nsid"] for n in client.get(f"/v1/subsystems/{subnqn}/namespaces").json()] == [nsid]
+
+
+def test_cli_qos_and_keys(make_api: Any, tmp_path: Any, monkeypatch: Any) -> None:
+    import base64
+    import secrets
+
+    from dpu_emu.keys import MASTER_KEY_ENV
+
+    from .conftest import small_config
+
+    monkeypatch.setenv(MASTER_KEY_ENV, bytes(range(32)).hex())
+    cfg = small_config()
+    cfg["keys_file"] = str(tmp_path / "keys.json")
+    api: ApiDevice = make_api(cfg, config_path=tmp_path / "device.json", data_dir=tmp_path)
+    gold = cli_json(api, "qos", "add", "gold", "--rw-ios", "5000", "--weight", "4")
+    assert gold["rw_ios_per_sec"] == 5000 and gold["weight"] == 4
+    assert cli_json(api, "qos", "set", "gold", "--rw-mbytes", "100")["rw_mbytes_per_sec"] == 100
+    assert [p["name"] for p in cli_json(api, "qos", "list")] == ["gold"]
+    assert cli(api.url, "qos", "add", "gold").returncode == EXIT_API  # exists
+    assert cli(api.url, "qos", "set", "gold").returncode == EXIT_USAGE  # nothing to change
+    cli_json(api, "subsystem", "add", SUBNQN, "--host", HOSTNQN_A)
+    assert cli_json(api, "namespace", "add", SUBNQN, "--size", "1M", "--qos", "gold")["qos"] == "gold"
+    limited = cli_json(api, "qos", "namespace", SUBNQN, "1", "--rw-ios", "300")
+    assert limited["qos"] == {"rw_ios_per_sec": 300}
+    assert cli_json(api, "qos", "namespace", SUBNQN, "1", "--unlimited")["qos"] is None
+    assert cli(api.url, "qos", "namespace", SUBNQN, "1", "--unlimited", "--policy", "gold").returncode == EXIT_USAGE
+    assert cli_json(api, "qos", "stats")["namespaces"][0]["nsid"] == 1
+    assert cli(api.url, "qos", "remove", "gold").stdout.strip() == "ok"
+
+    material = secrets.token_bytes(64)
+    (tmp_path / "key.bin").write_bytes(material)
+    imported = cli(api.url, "key", "add", "--id", "k1", "--material-file", str(tmp_path / "key.bin"), "--json")
+    assert imported.returncode == EXIT_OK, imported.stderr
+    assert base64.b64encode(material).decode() not in imported.stdout + imported.stderr
+    assert json.loads(imported.stdout)["id"] == "k1"
+    assert cli_json(api, "key", "add")["id"].startswith("key-")
+    assert len(cli_json(api, "key", "list")) == 2
+    ns = cli_json(api, "namespace", "add", SUBNQN, "--size", "1M", "--key", "k1")
+    assert ns["key"] == "k1" and ns["integrity"]
+    assert cli(api.url, "key", "remove", "k1").returncode == EXIT_API  # in use
+    assert cli(api.url, "key", "add", "--material-file", str(tmp_path / "missing")).returncode == EXIT_USAGE
+    assert cli_json(api, "key", "show", "k1")["used_by"] == [f"namespace {SUBNQN}/2"]

@@ -31,6 +31,9 @@ def provision_everything(api: ApiDevice) -> None:
     assert c.post(f"/v1/subsystems/{SUBNQN}/namespaces",
                   json={"command_set": "kv", "capacity_bytes": MIB,
                         "backend": {"kind": "file", "path": "kvdir"}}).status_code == 201
+    assert c.post("/v1/qos/policies", json={"name": "gold", "rw_ios_per_sec": 5000, "weight": 4}).status_code == 201
+    assert c.patch(f"/v1/subsystems/{SUBNQN}/namespaces/1", json={"qos": {"rw_mbytes_per_sec": 100}}).status_code \
+        == 200
     assert c.post("/v1/tenants", json={"name": "blue", "hosts": [HOSTNQN_A], "qos": "gold",
                                        "namespaces": [{"subsystem": SUBNQN, "nsid": 1}]}).status_code == 201
     assert c.post("/v1/listeners", json={"traddr": "127.0.0.1", "trsvcid": 0, "discovery": False}).status_code \
@@ -56,6 +59,9 @@ def test_restart_restores_identical_export_and_data(make_api, tmp_path: Path) ->
     assert second.device.services.export_text() == exported
     tenant = second.client.get("/v1/tenants/blue").json()
     assert tenant["hosts"] == [HOSTNQN_A] and tenant["qos"] == "gold"
+    assert second.device.qos.policies["gold"].rw_ios_per_sec == 5000
+    assert second.device.qos.tenants["blue"].policy.weight == 4
+    assert second.device.qos.namespaces[(SUBNQN, 1)].policy.rw_mbytes_per_sec == 100
 
     async def read_back() -> bytes:
         async with await connect(LOOPBACK, second.io_port, SUBNQN, hostnqn=HOSTNQN_A) as ctrl:

@@ -164,6 +164,8 @@ def test_unique_listener_address(api: ApiDevice) -> None:
 def test_tenant_crud_and_errors(api: ApiDevice) -> None:
     make_subsystem(api)
     api.client.post(f"/v1/subsystems/{SUBNQN}/namespaces", json={"size_bytes": MIB})
+    problem(api.client.post("/v1/tenants", json={"name": "blue", "qos": "gold"}), 400)  # no such policy
+    assert api.client.post("/v1/qos/policies", json={"name": "gold", "rw_ios_per_sec": 1000}).status_code == 201
     resp = api.client.post("/v1/tenants", json={"name": "blue", "hosts": [HOSTNQN_A],
                                                 "namespaces": [{"subsystem": SUBNQN, "nsid": 1}], "qos": "gold"})
     assert resp.status_code == 201, resp.text
@@ -178,6 +180,8 @@ def test_tenant_crud_and_errors(api: ApiDevice) -> None:
     problem(api.client.post("/v1/tenants", json={"name": "red", "namespaces": [{"subsystem": SUBNQN,
                                                                                  "nsid": 9}]}), 400)
     problem(api.client.post("/v1/tenants", json={"name": "Bad Name"}), 422)
+    problem(api.client.delete("/v1/qos/policies/gold"), 409)  # the tenant follows it
+    problem(api.client.patch("/v1/tenants/blue", json={"qos": "silver"}), 400)
     updated = api.client.patch("/v1/tenants/blue", json={"hosts": [HOSTNQN_B], "qos": None}).json()
     assert updated["hosts"] == [HOSTNQN_B] and updated["qos"] is None and updated["namespaces"]
     token = api.client.post("/v1/tenants/blue/token").json()["token"]
@@ -199,7 +203,9 @@ def test_controllers_and_stats_empty(api: ApiDevice) -> None:
     assert api.client.get("/v1/controllers").json() == []
     problem(api.client.get("/v1/controllers/ss-x.1"), 404)
     problem(api.client.delete("/v1/controllers/ss-x.1"), 404)
-    assert api.client.get("/v1/stats").json() == {"namespaces": [], "controllers": []}
+    stats = api.client.get("/v1/stats").json()
+    assert stats["namespaces"] == [] and stats["controllers"] == []
+    assert stats["qos"]["namespaces"] == [] and stats["qos"]["tenants"] == []
     metrics = api.client.get("/metrics")
     assert metrics.status_code == 200 and "# TYPE dpu_emu_namespace_ops_total counter" in metrics.text
 

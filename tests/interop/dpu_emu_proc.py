@@ -1,6 +1,8 @@
 """`python -m dpu_emu serve` as a child process the interop tests can stop and restart.
 
-It serves NVMe/TCP only: `--no-rest` is passed when this dpu-emu has a REST frontend.
+It serves NVMe/TCP only: `--no-rest` is passed when this dpu-emu has a REST frontend, unless
+the process is made with `rest_token=...`: then the REST API listens on 127.0.0.1 on a free port
+(`rest_port`, `rest_url`) with that administrator token (DPU_EMU_ADMIN_TOKEN).
 
 One `DpuEmuProcess` keeps its I/O and discovery ports (chosen free once) and its config file
 across restarts, and appends every run's output to one log file (`# run N: argv` before each
@@ -36,6 +38,7 @@ STOP_TIMEOUT_S: Final[float] = 10.0
 POLL_INTERVAL_S: Final[float] = 0.2
 LOG_TAIL_CHARS: Final[int] = 4000
 NO_REST_OPTION: Final[str] = "--no-rest"
+ADMIN_TOKEN_ENV: Final[str] = "DPU_EMU_ADMIN_TOKEN"
 
 _PROBLEM = re.compile(r"\b(ERROR|CRITICAL)\b|Traceback \(most recent call last\)")
 _WARNING = re.compile(r"\bWARNING\b")
@@ -101,14 +104,17 @@ class LogFindings:
 class DpuEmuProcess:
     """A dpu-emu target on 127.0.0.1 (the guest's 10.0.2.2) that can be stopped and restarted."""
 
-    def __init__(self, log_path: Path, *, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, log_path: Path, *, config: dict[str, Any] | None = None,
+                 rest_token: str | None = None) -> None:
         self.log_path = log_path
+        self.rest_token = rest_token
         self.config_path: Path | None = None
         if config is not None:
             self.config_path = log_path.with_name(f"{log_path.stem}-config.json")
             self.config_path.write_text(json.dumps(config, indent=2) + "\n")
         self.io_port = free_port()
         self.discovery_port = free_port(exclude=(self.io_port,))
+        self.rest_port = free_port(exclude=(self.io_port, self.discovery_port)) if rest_token else None
         self.runs = 0
         self.last_exit: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -119,9 +125,21 @@ class DpuEmuProcess:
             sys.executable, "-m", "dpu_emu", "serve", "--address", LOOPBACK,
             "--port", str(self.io_port), "--discovery-port", str(self.discovery_port),
         ]
-        if NO_REST_OPTION in serve_help():
+        if self.rest_port is not None:
+            argv += ["--rest-address", LOOPBACK, "--rest-port", str(self.rest_port)]
+        elif NO_REST_OPTION in serve_help():
             argv.append(NO_REST_OPTION)  # only NVMe/TCP here; no fixed REST port to collide on
         return argv + (["--config", str(self.config_path)] if self.config_path else [])
+
+    @property
+    def rest_url(self) -> str:
+        if self.rest_port is None:
+            raise RuntimeError("this dpu-emu was started without the REST API")
+        return f"http://{LOOPBACK}:{self.rest_port}"
+
+    def _ports(self) -> tuple[int, ...]:
+        rest = (self.rest_port,) if self.rest_port is not None else ()
+        return (self.io_port, self.discovery_port, *rest)
 
     @property
     def running(self) -> bool:
@@ -136,19 +154,20 @@ class DpuEmuProcess:
         with open(self.log_path, "ab") as log:
             log.write(f"# run {self.runs}: {' '.join(self.argv)}\n".encode())
             log.flush()
+            env = _env() if self.rest_token is None else {**_env(), ADMIN_TOKEN_ENV: self.rest_token}
             self._proc = subprocess.Popen(
-                self.argv, cwd=REPO_ROOT, env=_env(), stdin=subprocess.DEVNULL, stdout=log,
+                self.argv, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT,
             )
         deadline = started + START_TIMEOUT_S
-        while not (accepts(self.io_port) and accepts(self.discovery_port)):
+        while not all(accepts(port) for port in self._ports()):
             if self._proc.poll() is not None:
                 raise RuntimeError(
                     f"dpu-emu exited {self._proc.returncode} at start:\n{self.log_tail()}"
                 )
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"dpu-emu did not listen on {self.io_port}/{self.discovery_port} within "
+                    f"dpu-emu did not listen on {'/'.join(map(str, self._ports()))} within "
                     f"{START_TIMEOUT_S:.0f} s:\n{self.log_tail()}"
                 )
             time.sleep(POLL_INTERVAL_S)
