@@ -65,6 +65,10 @@ QUEUES = 4
 START_TIMEOUT_S = 20.0
 MIN_MEASURE_S = 2.0  # keep repeating short points until this much was measured
 MAX_REPEATS = 15
+EVICTION_PROMPTS = 6
+EVICTION_CONTEXT = 512
+EVICTION_PRESSURE = 3  # working set / namespace capacity
+EVICTION_SEED = 99
 NICE_TICKS = [m * 10.0 ** e for e in range(-1, 6) for m in (1, 2, 5)]
 METHODS = ("nvme", "redis", "files")
 LABELS = {"full": "full prefill", "nvme": "dpu-emu NVMe-KV", "redis": "redis-server", "files": "local files"}
@@ -111,16 +115,20 @@ def parse_args() -> argparse.Namespace:
 
 # -- services --------------------------------------------------------------------------
 
-def start_dpu_emu(workdir: Path, capacity: int) -> tuple[subprocess.Popen[bytes], int, str]:
+def start_dpu_emu(workdir: Path, capacity: int, *, exact: bool = False,
+                  name: str = "dpu-emu") -> tuple[subprocess.Popen[bytes], int, str]:
+    """dpu-emu with a cache-mode KV namespace of at least ``capacity`` bytes (exactly that
+    many with ``exact``, for the eviction phase)."""
     cfg = cfgmod.default_config()
     subsystem = cfg["subsystems"][0]
     for ns in subsystem["namespaces"]:
         if ns["nsid"] == KV_NSID:
-            ns["capacity_bytes"] = max(ns["capacity_bytes"], capacity)
-    config_path = workdir / "dpu-emu.json"
+            ns["capacity_bytes"] = capacity if exact else max(ns["capacity_bytes"], capacity)
+            ns["mode"] = "cache"
+    config_path = workdir / f"{name}.json"
     config_path.write_text(json.dumps(cfg))
     io_port, disc_port = free_port(), free_port()
-    log = open(workdir / "dpu-emu.log", "wb")  # noqa: SIM115  (closed with the process)
+    log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115  (closed with the process)
     cmd = [sys.executable, "-m", "dpu_emu", "serve", "--config", str(config_path), "--address", LOOPBACK,
            "--port", str(io_port), "--discovery-port", str(disc_port), "--no-rest", "--log-level", "WARNING"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -334,15 +342,64 @@ def main() -> None:
             stop_process(redis_proc)
             stop_process(dpu)
 
+    with tempfile.TemporaryDirectory(prefix="bench-context-evict-") as tmp:
+        eviction = eviction_phase(Path(tmp), args, model, hasher, kv_per_token)
+
     title = (f"{args.model} Llama-style model ({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
              f"{cfg.num_key_value_heads} KV heads, fp32, {kv_per_token // 1024} KiB KV/token), "
              f"{args.block_tokens}-token blocks, +{args.query_tokens} query tokens, torch "
              f"{torch.__version__}, {torch.get_num_threads()} threads")
     print(title)
     print(table(rows, kv_per_token))
+    print(eviction)
     if rows:
         plot(rows, args.out, title)
         print(f"plot: {args.out}")
+
+
+def eviction_phase(workdir: Path, args: argparse.Namespace, model: Any, hasher: BlockHasher,
+                   kv_per_token: int) -> str:
+    """Cache mode under pressure: EVICTION_PROMPTS distinct contexts whose KV is about three
+    times the namespace's capacity are prefilled (storing their blocks), then prefilled
+    again: evicted blocks are misses that get recomputed, and every result's logits are
+    checked against a full prefill - misses cost time, never correctness."""
+    import torch
+
+    from context_tier.hf import PrefixCachingLM, forward_with_cache
+
+    length = EVICTION_CONTEXT
+    working_set = EVICTION_PROMPTS * length * kv_per_token
+    capacity = working_set // EVICTION_PRESSURE
+    dpu, io_port, subnqn = start_dpu_emu(workdir, capacity, exact=True, name="dpu-emu-small")
+    try:
+        tier = BlockingContextTier.connect_nvme(LOOPBACK, io_port, subnqn, nr_io_queues=QUEUES)
+        try:
+            lm = PrefixCachingLM(model, tier, hasher)
+            gen = torch.Generator().manual_seed(EVICTION_SEED)
+            prompts = [torch.randint(0, VOCAB, (length + args.query_tokens,), generator=gen).tolist()
+                       for _ in range(EVICTION_PROMPTS)]
+            for prompt in prompts:
+                lm.prefill(prompt, store=True)
+            restored = recomputed = wrong = 0
+            worst = 0.0
+            for prompt in reversed(prompts):  # newest first: some hits, then LRU misses
+                result = lm.prefill(prompt, store=True)
+                restored += result.restored_tokens
+                recomputed += result.computed_tokens
+                with torch.no_grad():
+                    reference, _ = forward_with_cache(model, torch.tensor([prompt]), None)
+                diff = float((result.logits - reference[0, -1]).abs().max())
+                worst = max(worst, diff)
+                wrong += int(int(result.logits.argmax()) != int(reference[0, -1].argmax()))
+        finally:
+            tier.close()
+    finally:
+        stop_process(dpu)
+    return (f"eviction: {EVICTION_PROMPTS} contexts of {length} tokens ({working_set / MIB:.0f} MiB of KV) "
+            f"through a {capacity / MIB:.0f} MiB cache-mode namespace: second pass (newest first) "
+            f"restored {restored} tokens, "
+            f"recomputed {recomputed} (misses); max |logit diff| vs full prefill {worst:.2e}, "
+            f"next-token mismatches {wrong}")
 
 
 def run_lengths(lengths: Sequence[int], args: argparse.Namespace, model: Any, hasher: BlockHasher,
