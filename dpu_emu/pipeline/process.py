@@ -236,8 +236,11 @@ class ProcessEngine(Engine):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([PACKAGE_ROOT, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))])
         try:
+            # A session of its own: Ctrl-C / SIGTERM sent to the terminal's process group must
+            # reach only the device, which then stops its workers (they also exit on pipe EOF).
             process = subprocess.Popen(command(index, self._pool.name, req_r, cpl_w, self._log_level),
-                                       pass_fds=(req_r, cpl_w), env=env, stdin=subprocess.DEVNULL)
+                                       pass_fds=(req_r, cpl_w), env=env, stdin=subprocess.DEVNULL,
+                                       start_new_session=True)
         except BaseException:
             os.close(req_w)
             os.close(cpl_r)
