@@ -118,6 +118,9 @@ class KvNamespaceBackend:
             elif op == KvOpcode.DELETE:
                 store.delete(cmd.key)
                 done(0, 0, None)
+            elif op == NvmOpcode.FLUSH:
+                store.flush()
+                done(0, 0, None)
             elif op == KvOpcode.LIST:
                 limit = kvproto.max_keys_in(cmd.read_length)
                 keys = store.list_keys(cmd.key or None, limit) if limit else []

@@ -24,8 +24,10 @@ jobs of at most that size.
 
 Flush: ``store.flush()`` then ``table.flush()``.  Write Zeroes / Deallocate: the store
 operation, then the tags are cleared.  FUA makes both the data and the tags durable.
-A crash between the data and the tag update leaves a block whose tag does not match:
-it then reads as an Unrecovered Read Error, never as stale or wrong data.
+A crash between the data and the tag update leaves a block whose tag does not match; on a
+file namespace the update is recorded first (:mod:`.intent`) and the tags of blocks whose
+data provably landed are completed at the next open.  Otherwise such a block reads as an
+Unrecovered Read Error, never as stale or wrong data.
 
 Completions are asynchronous with the process engine (the engine's callback runs on the
 event loop) and inline with the inline engine; every path calls ``done`` exactly once.
@@ -45,7 +47,8 @@ from nvmeof.wire.constants import GenericStatus, NvmOpcode, StatusCodeType, enco
 
 from ..pipeline import Completion, Engine, Job, PipelineError, Stage, Status
 from ..storage.block import BlockRangeError, BlockStore
-from .crc_table import CRC_BYTES, CrcTable, Run, TagCorruption, decode_tags, is_zero
+from .crc_table import CRC_BYTES, CrcTable, Run, TagCorruption, decode_tags, is_zero, pack_tags
+from .intent import LandingIntent, replay_intent
 
 log = logging.getLogger("dpu_emu.protect")
 
@@ -84,7 +87,7 @@ class ProtectedBlockBackend:
     """
 
     def __init__(self, store: BlockStore, crc_table: CrcTable, engine: Engine, key_id: int | None = None, *,
-                 name: str = "", owns_key: bool = False) -> None:
+                 name: str = "", owns_key: bool = False, intent: LandingIntent | None = None) -> None:
         if crc_table.num_blocks != store.num_blocks:
             raise ValueError(f"integrity table has {crc_table.num_blocks} blocks, the store {store.num_blocks}")
         if key_id is not None and not engine.has_key(key_id):
@@ -102,6 +105,9 @@ class ProtectedBlockBackend:
         self._write_chain = WRITE_CHAIN_ENCRYPTED if self.encrypted else WRITE_CHAIN_PLAIN
         self._read_chain = READ_CHAIN_ENCRYPTED if self.encrypted else READ_CHAIN_PLAIN
         self._max_blocks = max(1, min(engine.max_payload, 1 << 40) // self.block_size)
+        self._intent = intent  # crash consistency of data + tags (file namespaces), see .intent
+        if intent is not None:
+            replay_intent(intent, store, crc_table, self.name)
 
     # -- the port -------------------------------------------------------------------
 
@@ -126,6 +132,8 @@ class ProtectedBlockBackend:
             self.store.close()
         finally:
             self.crc_table.close()
+            if self._intent is not None:
+                self._intent.close()
             if self._owns_key:
                 self._owns_key = False
                 try:
@@ -143,11 +151,15 @@ class ProtectedBlockBackend:
                 store.flush()
                 table.flush()
             elif op == NvmOpcode.WRITE_ZEROES:
+                if self._intent is not None:
+                    self._intent.note_zero(cmd.slba, cmd.nlb)
                 store.write_zeroes(cmd.slba, cmd.nlb, deallocate=cmd.deallocate, fua=cmd.fua)
                 table.clear(cmd.slba, cmd.nlb, durable=cmd.fua)
             elif op == NvmOpcode.DATASET_MANAGEMENT:
                 if cmd.deallocate:
                     for slba, nlb in cmd.ranges or ():
+                        if self._intent is not None:
+                            self._intent.note_zero(slba, nlb)
                         store.deallocate(slba, nlb)
                         table.clear(slba, nlb)
             else:
@@ -207,8 +219,11 @@ class ProtectedBlockBackend:
             return self._pipeline_status(completion, lba, writing=True)
         try:
             assert completion.data is not None and completion.crcs is not None
+            tags = pack_tags(completion.crcs)
+            if self._intent is not None:
+                self._intent.note_write(lba, tags)
             self.store.write(lba, completion.data, fua=fua)
-            self.crc_table.set(lba, completion.crcs, durable=fua)
+            self.crc_table.set_raw(lba, tags, durable=fua)
         except BlockRangeError as exc:
             log.warning("%s: %s", self.name, exc)
             return LBA_OUT_OF_RANGE

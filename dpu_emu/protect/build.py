@@ -38,6 +38,7 @@ from ..pipeline import Engine, InlineEngine, ProcessEngine
 from ..storage.block import BlockStore, FileBlockStore
 from .backend import ProtectedBlockBackend
 from .crc_table import CrcTable, CrcTableError, FileCrcTable, RamCrcTable, sidecar_path
+from .intent import INTENT_SUFFIX, LandingIntent
 
 log = logging.getLogger("dpu_emu.protect")
 
@@ -186,9 +187,14 @@ def protected_block_backend(store: BlockStore, engine: Engine, *, key_id: int | 
     unregisters it when closed.
     """
     table = crc_table if crc_table is not None else open_crc_table(store, path=crc_path, binding=binding)
+    intent: LandingIntent | None = None
     try:
-        return ProtectedBlockBackend(store, table, engine, key_id, name=name, owns_key=owns_key)
+        if isinstance(table, FileCrcTable):  # data + tags survive a kill between the two writes
+            intent = LandingIntent(table.path + INTENT_SUFFIX)
+        return ProtectedBlockBackend(store, table, engine, key_id, name=name, owns_key=owns_key, intent=intent)
     except BaseException:
+        if intent is not None:
+            intent.close()
         if crc_table is None:
             table.close()
         raise

@@ -370,6 +370,25 @@ def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
             raise OSError(err, os.strerror(err))
 
 
+def fsync_parent_dir(path: str | os.PathLike[str]) -> None:
+    """``fsync`` the directory holding *path*, making a new name in it durable."""
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _open_or_create(path: str, flags: int, create: bool) -> tuple[int, bool]:
+    """(fd, created): open *path*, creating it (``O_EXCL``, so we know we did) if allowed."""
+    if create:
+        try:
+            return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600), True
+        except FileExistsError:
+            pass
+    return os.open(path, flags), False
+
+
 class FileBlockStore(BlockStore):
     """Store backed by a sparse regular file or a block device.
 
@@ -380,7 +399,9 @@ class FileBlockStore(BlockStore):
     untouched.  With ``create=False`` a missing file raises ``FileNotFoundError``.
 
     The page cache is a volatile write cache: completed writes are durable only after
-    :meth:`flush` (``fdatasync``) or when written with ``fua=True``.
+    :meth:`flush` (``fdatasync``) or when written with ``fua=True``.  A file this store
+    creates or extends is ``fsync``ed, and so is its directory, before the constructor
+    returns, so the namespace itself survives a crash.
     """
 
     volatile_write_cache = True
@@ -390,26 +411,31 @@ class FileBlockStore(BlockStore):
     ) -> None:
         super().__init__(block_size, num_blocks)
         self.path = os.fspath(path)
-        flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
-        self._fd = os.open(self.path, flags, 0o600)
+        flags = os.O_RDWR | os.O_CLOEXEC
+        self._fd, created = _open_or_create(self.path, flags, create)
         try:
-            self._fit_size(create)
+            if self._fit_size(create) or created:
+                # The new file (its name, its size) must survive a crash like the data
+                # written to it later: sync the inode, then the directory entry.
+                os.fsync(self._fd)
+                fsync_parent_dir(self.path)
         except BaseException:
             os.close(self._fd)
             raise
         self._rwf_dsync = hasattr(os, "RWF_DSYNC") and hasattr(os, "pwritev")
         self._mode_supported = {FALLOC_FL_PUNCH_HOLE: True, FALLOC_FL_ZERO_RANGE: True}
 
-    def _fit_size(self, create: bool) -> None:
+    def _fit_size(self, create: bool) -> bool:
+        """Check (or, for a new file, set) the size; True if the file was extended."""
         st = os.fstat(self._fd)
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
             raise ValueError(f"{self.path} is neither a regular file nor a block device")
         current = os.lseek(self._fd, 0, os.SEEK_END)  # st_size is 0 for block devices
         if current >= self.size_bytes:
-            return
+            return False
         if create and current == 0 and stat.S_ISREG(st.st_mode):
             os.ftruncate(self._fd, self.size_bytes)
-            return
+            return True
         raise BlockStoreSizeError(
             f"{self.path} holds {current} bytes, fewer than the {self.size_bytes} bytes "
             f"needed for {self.num_blocks} blocks of {self.block_size} bytes"

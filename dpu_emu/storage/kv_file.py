@@ -225,6 +225,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _make_dir_durable(path: Path) -> None:
+    """``mkdir -p`` *path*; every directory created is made durable (fsync of its parent)."""
+    missing: list[Path] = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    path.mkdir(parents=True, exist_ok=True)
+    for created in reversed(missing):
+        _fsync_dir(created.parent)
+
+
 def _write_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
     view = memoryview(data)
     done = 0
@@ -286,7 +298,7 @@ class FileKvStore(KvStore[LogRef]):
             raise ValueError(f"encoded keys of {key_codec.disk_key_size} bytes do not fit a record")
         self._header = FILE_HEADER_BYTES if key_codec is None else SEALED_FILE_HEADER_BYTES
         if create:
-            self.path.mkdir(parents=True, exist_ok=True)
+            _make_dir_durable(self.path)
         self._lock_fd = self._lock()
         try:
             entries = self._open_log(create)

@@ -64,7 +64,7 @@ def decode_io(ctrl: Controller, qid: int, ev: CommandReceived) -> IoCommand | li
     namespaces = ctrl.visible_namespaces()
     if opcode == NvmOpcode.FLUSH and nsid == NSID_ALL:
         return [IoCommand(opcode, n, cid, qid=qid, cntlid=ctrl.cntlid, hostnqn=ctrl.hostnqn)
-                for n, ns in sorted(namespaces.items()) if ns.csi == Csi.NVM]
+                for n, ns in sorted(namespaces.items()) if ns.csi in (Csi.NVM, Csi.KV)]
     ns = namespaces.get(nsid)
     if ns is None:
         raise InvalidNamespace(f"namespace {nsid} is not active")

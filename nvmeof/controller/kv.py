@@ -19,7 +19,7 @@ from ..errors import (
     KvInvalidKeySize,
     KvInvalidValueSize,
 )
-from ..wire.constants import KvOpcode
+from ..wire.constants import KvOpcode, NvmOpcode
 from ..wire.layout import Layout
 from ..wire.queue_entry import (
     SQE_CDW2,
@@ -114,6 +114,8 @@ def max_keys_in(buffer_size: int) -> int:
 def decode_kv(ctrl: Controller, qid: int, ev: CommandReceived, ns: Namespace) -> IoCommand:
     sqe = ev.sqe
     opcode = sqe[SQE_OPCODE]
+    if opcode == NvmOpcode.FLUSH:  # Flush (00h) is common to every I/O command set (Base spec)
+        return IoCommand(opcode, sqe[SQE_NSID], sqe[SQE_CID], qid=qid, cntlid=ctrl.cntlid, hostnqn=ctrl.hostnqn)
     if opcode not in KV_OPCODES:
         raise InvalidOpcode(f"opcode {opcode:#x} is not a KV command")
     cdw11 = sqe[SQE_CDW11]

@@ -137,6 +137,7 @@ NVM_EFFECTS: dict[int, int] = {
     NvmOpcode.DATASET_MANAGEMENT: CSUPP | LBCC,
 }
 KV_EFFECTS: dict[int, int] = {
+    NvmOpcode.FLUSH: CSUPP | LBCC,
     KvOpcode.STORE: CSUPP | LBCC,
     KvOpcode.RETRIEVE: CSUPP,
     KvOpcode.LIST: CSUPP,

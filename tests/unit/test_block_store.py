@@ -376,6 +376,42 @@ def test_write_zeroes_fua_syncs(tmp_path: Path, sync_calls: dict[str, list[objec
         assert len(sync_calls["fdatasync"]) == 1
 
 
+def _fsync_spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record what ``os.fsync`` is called on (a path for a directory, "file" otherwise)."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        real_fsync(fd)
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        synced.append(target if os.path.isdir(target) else "file")
+
+    monkeypatch.setattr(os, "fsync", spy)
+    return synced
+
+
+def test_new_file_and_its_directory_are_synced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced = _fsync_spy(monkeypatch)
+    path = tmp_path / "sub" / "ns.img"
+    path.parent.mkdir()
+    FileBlockStore(path, BS, NUM_BLOCKS).close()
+    assert synced == ["file", str(path.parent)]  # inode (size) first, then the name
+    synced.clear()
+    FileBlockStore(path, BS, NUM_BLOCKS).close()  # reopening an existing file syncs nothing
+    assert synced == []
+    path.write_bytes(b"")  # an empty existing file gets extended: that is synced too
+    FileBlockStore(path, BS, NUM_BLOCKS).close()
+    assert synced == ["file", str(path.parent)]
+    assert path.stat().st_size == BS * NUM_BLOCKS
+
+
+def test_create_false_never_creates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced = _fsync_spy(monkeypatch)
+    with pytest.raises(FileNotFoundError):
+        FileBlockStore(tmp_path / "absent.img", BS, NUM_BLOCKS, create=False)
+    assert synced == [] and not (tmp_path / "absent.img").exists()
+
+
 def test_ram_flush_and_fua_are_noops(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "fdatasync", lambda fd: pytest.fail("RAM store must not sync"))
     s = RamBlockStore(BS, NUM_BLOCKS)

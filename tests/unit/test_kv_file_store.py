@@ -343,3 +343,113 @@ def test_append_that_cannot_be_undone_fences_writes(tmp_path: Path, monkeypatch:
 
 def _raise_eio(*args: object) -> None:
     raise OSError(errno.EIO, "injected")
+
+
+# -- crash consistency: the last record cut or damaged anywhere ---------------------------------
+
+_SMALL = {f"k{i}".encode(): value(24 + i, seed=i) for i in range(4)}
+
+
+def _last_record_case(path: Path, kind: str) -> tuple[bytes, bytes, dict[bytes, bytes], dict[bytes, bytes]]:
+    """(log before, log after, values before, values after) around one last update of *kind*."""
+    with file_store(path) as s:
+        for key, data in _SMALL.items():
+            s.store(key, data)
+        s.flush()
+        before = (path / LOG_NAME).read_bytes()
+        after_values = dict(_SMALL)
+        if kind == "new_key":
+            s.store(b"last", value(40, seed=99))
+            after_values[b"last"] = value(40, seed=99)
+        elif kind == "overwrite":
+            s.store(b"k1", value(33, seed=98))
+            after_values[b"k1"] = value(33, seed=98)
+        else:
+            s.delete(b"k2")
+            del after_values[b"k2"]
+        s.flush()
+    return before, (path / LOG_NAME).read_bytes(), dict(_SMALL), after_values
+
+
+def _recovered(path: Path) -> dict[bytes, bytes]:
+    with file_store(path) as s:
+        keys = s.list_keys(None, 100)
+        return {key: s.retrieve(key) for key in keys}
+
+
+@pytest.mark.parametrize("kind", ["new_key", "overwrite", "delete"])
+def test_last_record_cut_at_every_offset(tmp_path: Path, kind: str) -> None:
+    before, after, old, new = _last_record_case(tmp_path / "src", kind)
+    record = after[len(before):]
+    assert record and after.startswith(before)
+    db = tmp_path / "db"
+    db.mkdir()
+    for cut in range(len(record) + 1):
+        for leftover in db.iterdir():
+            leftover.unlink()
+        (db / LOG_NAME).write_bytes(before + record[:cut])
+        complete = cut == len(record)
+        assert _recovered(db) == (new if complete else old), f"cut at byte {cut} of {len(record)}"
+        assert (db / LOG_NAME).stat().st_size == (len(after) if complete else len(before))
+        assert not list(db.glob(BAD_TAIL_PREFIX + "*"))  # a cut is a torn tail, not damage
+        with file_store(db) as s:  # appends continue right after the last good record
+            s.store(b"next", b"v")
+        assert _recovered(db)[b"next"] == b"v"
+
+
+@pytest.mark.parametrize("kind", ["new_key", "overwrite", "delete"])
+def test_last_record_damaged_at_every_byte(tmp_path: Path, kind: str) -> None:
+    before, after, old, _ = _last_record_case(tmp_path / "src", kind)
+    db = tmp_path / "db"
+    db.mkdir()
+    for pos in range(len(before), len(after)):
+        for leftover in db.iterdir():
+            leftover.unlink()
+        damaged = bytearray(after)
+        damaged[pos] ^= 0x01
+        (db / LOG_NAME).write_bytes(damaged)
+        # Never indexed: the record's CRC32C (or its header checks) rejects it wherever the bit is.
+        assert _recovered(db) == old, f"bit flipped at byte {pos - len(before)} of the record"
+        assert (db / LOG_NAME).stat().st_size == len(before)
+
+
+def test_new_directories_and_log_are_made_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[Path] = []
+    real = kv_file._fsync_dir
+
+    def spy(path: Path) -> None:
+        synced.append(Path(path))
+        real(path)
+
+    monkeypatch.setattr(kv_file, "_fsync_dir", spy)
+    db = tmp_path / "a" / "b"
+    file_store(db).close()
+    # each new directory's entry in its parent, then the new log's entry in the store directory
+    assert synced == [tmp_path, tmp_path / "a", db]
+    synced.clear()
+    file_store(db).close()
+    assert synced == []
+
+
+def test_compaction_is_atomic_and_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash between writing kv.log.compact and its rename leaves the old log in charge."""
+    with file_store(tmp_path) as s:
+        for i in range(20):
+            s.store(b"key", value(500, seed=i))
+        s.flush()
+        with monkeypatch.context() as m:
+            m.setattr(os, "rename", _raise_eio)
+            with pytest.raises(KvIoError):
+                s.compact()
+        assert not (tmp_path / kv_file.COMPACT_NAME).exists()
+        (tmp_path / kv_file.COMPACT_NAME).write_bytes(b"half a compaction")  # as if killed mid-way
+    assert _recovered(tmp_path) == {b"key": value(500, seed=19)}
+    assert not (tmp_path / kv_file.COMPACT_NAME).exists()
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")),
+                                                 real_fsync(fd))[1])
+    with file_store(tmp_path) as s:
+        s.compact()
+    assert synced[-2:] == [str(tmp_path / kv_file.COMPACT_NAME), str(tmp_path)]  # data, then the rename
+    assert _recovered(tmp_path) == {b"key": value(500, seed=19)}
