@@ -8,7 +8,9 @@ from fastapi import Depends, FastAPI
 
 from . import errors
 from .deps import no_unknown_query
-from .routers import controllers, keys, listeners, qos, subsystems, tenants
+from .routers import ana, controllers, keys, listeners, qos, subsystems, tenants
+from .routers import capture as capture_routes
+from .routers import faults as fault_routes
 
 if TYPE_CHECKING:
     from dpu_emu.device import Device
@@ -31,6 +33,8 @@ def create_app(device: Device, *, admin_digest: str) -> FastAPI:
     app.state.device = device
     app.state.admin_digest = admin_digest
     errors.install(app)
-    for module in (subsystems, listeners, tenants, qos, keys, controllers):
+    for module in (subsystems, listeners, tenants, qos, keys, controllers, ana):
         app.include_router(module.router)
+    app.include_router(fault_routes.router)
+    app.include_router(capture_routes.router)
     return app

@@ -11,12 +11,15 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .schemas_auth import DhchapFields, DhchapPublic
+
 NQN_MAX = 223
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 KEY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 KEY_MATERIAL_MAX = 128  # base64 of a 64-byte key is 88 characters
 SIZE_MAX = 1 << 50
 NSID_MAX = 0xFFFFFFFE
+ANA_GROUP_MAX = 128  # ANAGRPMAX (nvmeof.controller.model)
 PATH_MAX = 4096
 
 
@@ -135,10 +138,12 @@ class NamespaceCreate(Strict):
     integrity: bool | None = Field(None, description="NVM: CRC32C tag per block (offload pipeline)")
     key: str | None = Field(None, pattern=KEY_ID_PATTERN, description="NVM: AES-256-XTS with this data key "
                                                                   "(implies integrity)")
+    ana_group: int | None = Field(None, ge=1, le=ANA_GROUP_MAX, description="ANA group (multipath), default 1")
 
 
 class NamespaceUpdate(Strict):
     qos: NamespaceQos = Field(None, description="inline limits, a QoS policy name, or null (unlimited)")
+    ana_group: int = Field(1, ge=1, le=ANA_GROUP_MAX, description="move to this ANA group (hosts are told)")
 
 
 class NamespacePublic(BaseModel):
@@ -162,6 +167,7 @@ class NamespacePublic(BaseModel):
     qos: dict[str, float] | str | None = None
     integrity: bool = False
     key: str | None = None
+    ana_group: int = 1
 
 
 # -- keys ---------------------------------------------------------------------------------
@@ -185,7 +191,7 @@ class KeyPublic(BaseModel):
 # -- hosts --------------------------------------------------------------------------------
 
 
-class HostCreate(Strict):
+class HostCreate(DhchapFields, Strict):
     nqn: str = Nqn
 
 
@@ -195,6 +201,8 @@ class HostPublic(BaseModel):
     subsystem_id: str
     tenant: str | None
     connected_controllers: int
+    dhchap: DhchapPublic | None = Field(None, exclude_if=lambda v: v is None,
+                                        description="DH-HMAC-CHAP settings (absent: not required)")
 
 
 # -- listeners ----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from . import cli_ana, cli_auth, cli_capture, cli_faults
 from .domain.auth import ADMIN_TOKEN_ENV, default_admin_token_file
 from .frontends import DEFAULT_REST_ADDRESS, DEFAULT_REST_PORT
 
@@ -136,8 +137,13 @@ def _namespace(args: argparse.Namespace) -> Any:
 
 def _host(args: argparse.Namespace) -> Any:
     base = f"/v1/subsystems/{q(args.subsystem)}/hosts"
-    if args.action == "add":
-        return request(args, "POST", base, {"nqn": args.hostnqn})
+    try:
+        if args.action == "add":
+            return request(args, "POST", base, {"nqn": args.hostnqn, **cli_auth.body(args)})
+        if args.action == "dhchap":
+            return cli_auth.dhchap(args, request, base, q(args.hostnqn))
+    except cli_auth.SecretFileError as exc:
+        raise UsageError(str(exc)) from None
     if args.action == "list":
         return request(args, "GET", base)
     return request(args, "DELETE", f"{base}/{q(args.hostnqn)}")
@@ -236,7 +242,8 @@ def _key(args: argparse.Namespace) -> Any:
 
 
 HANDLERS = {"subsystem": _subsystem, "namespace": _namespace, "host": _host, "listener": _listener,
-            "tenant": _tenant, "controller": _controller, "stats": _stats, "qos": _qos, "key": _key}
+            "tenant": _tenant, "controller": _controller, "stats": _stats, "qos": _qos, "key": _key,
+            "fault": cli_faults.handle, "capture": cli_capture.handle, "ana": cli_ana.handle}
 
 
 def _print_human(result: Any) -> None:
@@ -330,11 +337,13 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         _common(p)
 
     s = _actions(sub, "host", "hosts allowed on a subsystem (REST)")
-    for action in ("add", "list", "remove"):
+    for action in ("add", "list", "remove", "dhchap"):
         p = s.add_parser(action)
         p.add_argument("subsystem")
         if action != "list":
             p.add_argument("hostnqn")
+        if action in ("add", "dhchap"):
+            cli_auth.add_arguments(p, action)
         _common(p)
 
     s = _actions(sub, "listener", "NVMe/TCP listeners (REST)")
@@ -371,6 +380,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
 
     _common(sub.add_parser("stats", help="I/O statistics (REST)"))
     _qos_and_key_subcommands(sub)
+    cli_faults.add_subcommands(sub)
+    cli_capture.add_subcommands(sub)
+    cli_ana.add_subcommands(sub)
 
 
 def _limit_options(p: argparse.ArgumentParser) -> None:

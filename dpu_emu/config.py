@@ -37,11 +37,21 @@ DEFAULT_CONFIG: dict[str, Any] = {
             ],
         }
     ],
-    "transport": {},
+    # limits that protect the process (README "Transport limits"; nvmeof.target.limits)
+    "transport": {"max_r2t_per_connection": 64, "max_connection_memory": 64 * MIB,
+                  "max_connections_per_listener": 1024, "icreq_timeout_s": 10},
 }
 
+# name -> (minimum, maximum, number type); 0 means unlimited where the minimum is 0
+LIMIT_KEYS: dict[str, tuple[float, float, type | tuple[type, ...]]] = {
+    "max_r2t_per_connection": (1, 1024, int),
+    "max_connection_memory": (0, 64 * GIB, int),  # 0 or at least MIN_CONNECTION_MEMORY
+    "max_connections_per_listener": (0, 1 << 20, int),
+    "icreq_timeout_s": (0, 3600, (int, float)),  # 0 disables the deadline
+}
+MIN_CONNECTION_MEMORY = MIB
 TRANSPORT_KEYS = frozenset({"maxh2cdata", "in_capsule_size", "mdts_bytes", "max_queue_depth",
-                            "max_io_queues", "c2h_success", "kas_100ms"})
+                            "max_io_queues", "c2h_success", "kas_100ms", *LIMIT_KEYS})
 
 
 class ConfigError(ValueError):
@@ -189,6 +199,28 @@ def _validate_core(cfg: Any) -> None:
     unknown = set(_optional(cfg, "transport", dict, "config") or {}) - TRANSPORT_KEYS
     if unknown:
         raise ConfigError(f"transport: unknown keys {sorted(unknown)}")
+    _validate_limits(cfg.get("transport") or {})
+    capture = _optional(cfg, "capture", dict, "config") or {}
+    if set(capture) - {"dir"}:
+        raise ConfigError(f"capture: unknown keys {sorted(set(capture) - {'dir'})}; known: ['dir']")
+    if capture.get("dir") is not None and (not isinstance(capture["dir"], str) or not capture["dir"]):
+        raise ConfigError("capture.dir: a directory path (string)")
+
+
+def _validate_limits(transport: dict[str, Any]) -> None:
+    for key, (low, high, kind) in LIMIT_KEYS.items():
+        if key not in transport:
+            continue
+        value = transport[key]
+        typed = isinstance(value, kind) and not isinstance(value, bool)
+        if not typed or not low <= transport[key] <= high:
+            raise ConfigError(f"transport.{key}: expected a number in {low}..{high}, got {value!r}")
+    memory = transport.get("max_connection_memory")
+    if memory:
+        floor = max(MIN_CONNECTION_MEMORY, transport.get("mdts_bytes", MIB))
+        if memory < floor:
+            raise ConfigError(f"transport.max_connection_memory: {memory} is below {floor} "
+                              "(at least 1 MiB and mdts_bytes, or 0 for unlimited)")
 
 
 def _optional(obj: dict[str, Any], key: str, kind: type, where: str) -> Any:

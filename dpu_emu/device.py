@@ -16,12 +16,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from nvmeof.controller.faults import install as install_fault_hooks
 from nvmeof.controller.model import Namespace, Target, TargetConfig
 from nvmeof.target.server import NvmeTcpServer
 from nvmeof.wire.constants import Csi
 
 from . import config as cfgmod
 from .domain import DomainError, Services
+from .domain.capture import CaptureService
+from .faults import FaultService
 from .frontends import Frontend
 from .protect.build import build_engine, namespace_backend, open_key_manager, start_engine
 from .protect.kv import kv_namespace
@@ -57,6 +60,8 @@ class Device:
         self.cfg = cfg
         self.target = Target(TargetConfig(**cfg.get("transport", {})))
         self.server = NvmeTcpServer(self.target)
+        self.faults = FaultService()  # fault injection, off until a fault is added
+        install_fault_hooks(self.target, self.faults)
         self.stores: dict[tuple[str, int], Closable] = {}
         self.qos_backends: dict[tuple[str, int], QosBackend] = {}
         self.engine = build_engine(cfg.get("pipeline"))
@@ -68,6 +73,8 @@ class Device:
         self.services = Services(self, config_path=Path(config_path) if config_path is not None else None,
                                  base_config=cfg, on_commit=self._committed,
                                  data_dir=Path(data_dir) if data_dir is not None else None)
+        capture_dir = (cfg.get("capture") or {}).get("dir")
+        self.captures = CaptureService(self.services.state, Path(capture_dir) if capture_dir else None)
         try:
             self.services.load(cfg)
         except DomainError as exc:

@@ -103,6 +103,7 @@ G, C, M = StatusCodeType.GENERIC, StatusCodeType.COMMAND_SPECIFIC, StatusCodeTyp
 InvalidOpcode = _status("InvalidOpcode", G, GenericStatus.INVALID_OPCODE)
 InvalidField = _status("InvalidField", G, GenericStatus.INVALID_FIELD)
 CommandSequenceError = _status("CommandSequenceError", G, GenericStatus.COMMAND_SEQUENCE_ERROR)
+CommandIdConflict = _status("CommandIdConflict", G, GenericStatus.COMMAND_ID_CONFLICT)
 InvalidNamespace = _status("InvalidNamespace", G, GenericStatus.INVALID_NAMESPACE)
 InternalError = _status("InternalError", G, GenericStatus.INTERNAL_ERROR, dnr=False)
 DataTransferError = _status("DataTransferError", G, GenericStatus.DATA_TRANSFER_ERROR, dnr=False)

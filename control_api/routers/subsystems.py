@@ -19,6 +19,7 @@ from ..schemas import (
     SubsystemPublic,
     SubsystemUpdate,
 )
+from ..schemas_auth import DhchapPatch, DhchapPublic, DhchapSet
 from ._util import CREATED, NO_CONTENT, out, out_list
 
 router = APIRouter(prefix="/v1/subsystems", tags=["subsystems"], responses=ERROR_RESPONSES)
@@ -89,7 +90,9 @@ async def delete_namespace(subsystem: SubRef, nsid: Nsid, request: Request, svc:
 
 @router.post("/{subsystem}/hosts", status_code=CREATED, response_model=HostPublic)
 async def add_host(subsystem: SubRef, body: HostCreate, request: Request, svc: Svc, caller: Caller) -> HostPublic:
-    return out(HostPublic, await on_device(request, svc.hosts.add, subsystem, body.nqn, caller))
+    spec = body.model_dump(exclude={"nqn"}, exclude_none=True)
+    return out(HostPublic, await on_device(request, svc.dhchap.add_host, svc.hosts, subsystem, body.nqn, spec,
+                                           caller))
 
 
 @router.get("/{subsystem}/hosts", response_model=list[HostPublic])
@@ -105,4 +108,34 @@ async def get_host(subsystem: SubRef, host: HostRef, request: Request, svc: Svc,
 @router.delete("/{subsystem}/hosts/{host}", status_code=NO_CONTENT, response_class=Response)
 async def remove_host(subsystem: SubRef, host: HostRef, request: Request, svc: Svc, caller: Caller) -> Response:
     await on_device(request, svc.hosts.remove, subsystem, host, caller)
+    return Response(status_code=NO_CONTENT)
+
+
+@router.get("/{subsystem}/hosts/{host}/dhchap", response_model=DhchapPublic)
+async def get_host_dhchap(subsystem: SubRef, host: HostRef, request: Request, svc: Svc,
+                          caller: Caller) -> DhchapPublic:
+    return DhchapPublic.model_validate(await on_device(request, svc.dhchap.get, subsystem, host, caller))
+
+
+@router.put("/{subsystem}/hosts/{host}/dhchap", response_model=DhchapPublic)
+async def set_host_dhchap(subsystem: SubRef, host: HostRef, body: DhchapSet, request: Request, svc: Svc,
+                          caller: Caller) -> DhchapPublic:
+    """Set or rotate the host's DH-HMAC-CHAP secrets (write-only) and allowed hashes / DH groups."""
+    spec = body.model_dump(exclude_none=True)
+    return DhchapPublic.model_validate(await on_device(request, svc.dhchap.set, subsystem, host, spec, caller))
+
+
+@router.patch("/{subsystem}/hosts/{host}/dhchap", response_model=DhchapPublic)
+async def update_host_dhchap(subsystem: SubRef, host: HostRef, body: DhchapPatch, request: Request, svc: Svc,
+                             caller: Caller) -> DhchapPublic:
+    spec = body.model_dump(exclude_unset=True)
+    return DhchapPublic.model_validate(await on_device(request, svc.dhchap.set, subsystem, host, spec, caller,
+                                                       replace=False))
+
+
+@router.delete("/{subsystem}/hosts/{host}/dhchap", status_code=NO_CONTENT, response_class=Response)
+async def remove_host_dhchap(subsystem: SubRef, host: HostRef, request: Request, svc: Svc,
+                             caller: Caller) -> Response:
+    """Stop requiring authentication from this host (its entry stays in the allow list)."""
+    await on_device(request, svc.dhchap.remove, subsystem, host, caller)
     return Response(status_code=NO_CONTENT)

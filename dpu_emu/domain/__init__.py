@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .controllers import ControllerService
+from .dhchap import DhchapService
 from .errors import (
     AlreadyExists,
     Conflict,
@@ -50,6 +51,7 @@ class Services:
         self.tenants = TenantService(self.state, self.qos)
         self.controllers = ControllerService(self.state)
         self.keys = KeyService(self.state)
+        self.dhchap = DhchapService(self.state)
 
     def load(self, cfg: dict[str, Any]) -> None:
         """Build the model from a (validated) configuration; raises DomainError.  Nothing is
@@ -63,6 +65,7 @@ class Services:
                 self.namespaces.add(sub["nqn"], ns, derive_ids=True, commit=False)
         for tenant in cfg.get("tenants", []):
             self.tenants.load(tenant)
+        self.dhchap.load(cfg.get("dhchap"))
 
     def export(self) -> dict[str, Any]:
         return self.state.export()

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..keys import KeyStoreError
 from ..storage.kv import KvError
+from .ana import ANA_GROUP_FIELD, attach_namespace, move_namespace, namespace_group
 from .errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from .qos import QOS_SECTION, QosService
 from .records import BackendKind, NamespaceRecord, SubsystemRecord, check_int, derived_ids, fresh_ids
@@ -41,6 +42,7 @@ class NamespaceView:
     qos: dict[str, Any] | str | None
     integrity: bool
     key: str | None
+    ana_group: int = 1
 
 
 class NamespaceService:
@@ -60,7 +62,8 @@ class NamespaceService:
             max_key_size=None if nvm else rec.max_key_size, max_value_size=None if nvm else rec.max_value_size,
             max_keys=None if nvm else rec.max_keys, mode=None if nvm else rec.mode.value,
             ttl_s=None if nvm else rec.ttl_s, qos=rec.extra.get(QOS_SECTION),
-            integrity=bool(rec.extra.get("integrity") or rec.extra.get("key")), key=rec.extra.get("key"))
+            integrity=bool(rec.extra.get("integrity") or rec.extra.get("key")), key=rec.extra.get("key"),
+            ana_group=live.ana_group if live is not None else namespace_group(rec.extra))
 
     def _scoped(self, ref: str, scope: Scope) -> tuple[SubsystemRecord, frozenset[int] | None]:
         sub = self.state.subsystem(ref)
@@ -115,6 +118,7 @@ class NamespaceService:
         if commit and self.qos is not None and spec.get(QOS_SECTION) is not None:
             spec = {**spec, QOS_SECTION: self.qos.check_namespace_spec(spec[QOS_SECTION], f"namespace {nsid}: qos")}
         rec = NamespaceRecord.build(spec, default_ids=ids, nsid=nsid)
+        grpid = namespace_group(spec)
         ns_cfg = rec.to_config()
         resolved = self._check_path_unused(rec)
         if resolved is not None:
@@ -128,6 +132,7 @@ class NamespaceService:
         stats = IoStats()
         ns.backend = CountingBackend(ns.backend, stats)
         self.state.stats[(sub.nqn, nsid)] = stats
+        attach_namespace(self.state.live(sub.nqn), ns, grpid)
         self.state.live(sub.nqn).add_namespace(ns)
         sub.namespaces[nsid] = rec
         if commit:
@@ -149,9 +154,18 @@ class NamespaceService:
     def update(self, ref: str, nsid: int, changes: dict[str, Any], scope: Scope = ADMIN) -> NamespaceView:
         """Change what may change on a live namespace: its QoS (applies at once)."""
         require_admin(scope)
-        unknown = set(changes) - {QOS_SECTION}
+        unknown = set(changes) - {QOS_SECTION, ANA_GROUP_FIELD}
         if unknown:
-            raise InvalidArgument(f"cannot change {sorted(unknown)}; changeable: ['{QOS_SECTION}']")
+            raise InvalidArgument(f"cannot change {sorted(unknown)}; changeable: ['{ANA_GROUP_FIELD}', "
+                                  f"'{QOS_SECTION}']")
+        if ANA_GROUP_FIELD in changes:
+            grpid = namespace_group(changes)
+            sub, _ = self._scoped(ref, scope)
+            if nsid not in sub.namespaces:
+                raise NotFound(f"no namespace {nsid} in {ref!r}")
+            if move_namespace(self.state.live(sub.nqn), nsid, grpid):
+                sub.namespaces[nsid].extra[ANA_GROUP_FIELD] = grpid
+                self.state.commit()
         if QOS_SECTION in changes:
             if self.qos is None:
                 raise Conflict("QoS is not available on this device")

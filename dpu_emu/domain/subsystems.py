@@ -7,6 +7,8 @@ from typing import Any
 
 from nvmeof.controller.model import NSID_MAX
 
+from .ana import ANA_SECTION, load_states
+from .dhchap import view_of
 from .errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from .records import MODEL_MAX, SERIAL_MAX, SubsystemRecord, check_ascii, check_int, check_nqn
 from .state import ADMIN, MaskedSubsystem, Scope, State, require_admin
@@ -34,6 +36,7 @@ class HostView:
     subsystem_id: str
     tenant: str | None
     connected_controllers: int
+    dhchap: dict[str, Any] | None = None  # DH-HMAC-CHAP settings, never the secrets
 
 
 class SubsystemService:
@@ -68,6 +71,7 @@ class SubsystemService:
             raise AlreadyExists(f"a subsystem with id {rec.id!r} exists")
         live = MaskedSubsystem(nqn=rec.nqn, serial=rec.serial, model=rec.model, allow_any_host=rec.allow_any_host,
                                hosts=set(rec.hosts), max_namespaces=rec.max_namespaces, state=state)
+        load_states(live, rec.extra.get(ANA_SECTION), state.target.clock(), set(state.listeners))
         state.target.add_subsystem(live)
         state.subsystems[rec.nqn] = rec
         if commit:
@@ -133,7 +137,8 @@ class HostService:
         live = self.state.live(rec.nqn)
         return HostView(nqn=hostnqn, subsystem=rec.nqn, subsystem_id=rec.id,
                         tenant=tenant.name if tenant else None,
-                        connected_controllers=sum(c.hostnqn == hostnqn for c in live.controllers.values()))
+                        connected_controllers=sum(c.hostnqn == hostnqn for c in live.controllers.values()),
+                        dhchap=view_of(live.host_auth.get(hostnqn)))
 
     def add(self, ref: str, hostnqn: str, scope: Scope = ADMIN) -> HostView:
         require_admin(scope)

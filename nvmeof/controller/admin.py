@@ -11,8 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import FeatureNotSaveable, InvalidField, InvalidLogPage, InvalidNamespace
 from ..wire.constants import (
+    AEC_ANA_CHANGE,
     AEC_DISCOVERY_LOG_CHANGE,
     AEC_NS_ATTRIBUTE,
+    ANA_LOG_LSP_RGO,
+    ANACAP_CHANGE,
+    ANACAP_INACCESSIBLE,
+    ANACAP_NON_OPTIMIZED,
+    ANACAP_OPTIMIZED,
+    ANACAP_PERSISTENT_LOSS,
     CC_CSS_ALL_IO_SETS,
     DISCOVERY_NQN,
     KV_SPEC_VERSION_1_0,
@@ -29,10 +36,11 @@ from ..wire.constants import (
     TreqSecureChannel,
 )
 from ..wire.queue_entry import SQE_CDW10, SQE_CDW11, SQE_CDW12, SQE_CDW13, SQE_CDW14, SQE_NSID
+from . import ana
 from . import identify as idf
 from . import logpages as lp
 from .backend import AbortableBackend
-from .model import NSID_ALL, Namespace, TargetConfig
+from .model import ANA_GROUP_MAX, NSID_ALL, Namespace, TargetConfig
 
 if TYPE_CHECKING:
     from ..transport.controller_side import CommandReceived
@@ -43,6 +51,11 @@ SEL_CURRENT, SEL_DEFAULT, SEL_SAVED, SEL_SUPPORTED = range(4)
 CAPABILITY_CHANGEABLE = 1 << 2
 SAVE_BIT = 1 << 31
 RETAIN_ASYNC_EVENT = 1 << 15
+LOG_LSP_SHIFT = 8
+LOG_LSP_MASK = 0x7F  # CDW10 bits 14:08
+ANACAP_ALL_STATES = ANACAP_OPTIMIZED | ANACAP_NON_OPTIMIZED | ANACAP_INACCESSIBLE | ANACAP_PERSISTENT_LOSS \
+    | ANACAP_CHANGE  # ANAGRPID may change (PATCH ana_group), so ANACAP bit 6 stays clear
+IO_AEC_SUPPORTED = AEC_NS_ATTRIBUTE | AEC_ANA_CHANGE
 DEFAULT_TEMPERATURE_THRESHOLD = 0x157  # 343 K, as the Linux target reports
 CRITICAL_TEMPERATURE = 0x175
 NUM_QUEUES_INVALID = 0xFFFF
@@ -99,8 +112,9 @@ def identify_controller(ctrl: Controller) -> bytes:
             oaes=AEC_DISCOVERY_LOG_CHANGE, lpa=idf.LPA_EXTENDED, subnqn=idf.nqn_field(DISCOVERY_NQN))
     return idf.ID_CTRL.pack(
         **common, sn=idf.fixed_str(sub.serial, 20), mn=idf.fixed_str(sub.model, 40),
-        fr=idf.fixed_str(sub.firmware, 8), cmic=idf.CMIC_MULTI_PORT | idf.CMIC_MULTI_CTRL,
-        cntrltype=ControllerType.IO, oaes=AEC_NS_ATTRIBUTE, frmw=idf.FRMW_SLOT1_RO,
+        fr=idf.fixed_str(sub.firmware, 8), cmic=idf.CMIC_MULTI_PORT | idf.CMIC_MULTI_CTRL | idf.CMIC_ANA,
+        cntrltype=ControllerType.IO, oaes=IO_AEC_SUPPORTED, frmw=idf.FRMW_SLOT1_RO,
+        anatt=sub.ana.anatt_s, anacap=ANACAP_ALL_STATES, anagrpmax=ANA_GROUP_MAX, nanagrpid=ANA_GROUP_MAX,
         lpa=idf.LPA_CMD_EFFECTS | idf.LPA_EXTENDED, nn=sub.max_namespaces, mnan=sub.max_namespaces,
         oncs=idf.ONCS_WRITE_ZEROES | idf.ONCS_DSM, vwc=idf.VWC_PRESENT | idf.VWC_FLUSH_NSID_ALL,
         subnqn=idf.nqn_field(sub.nqn))
@@ -110,15 +124,15 @@ def identify_namespace_nvm(ns: Namespace) -> bytes:
     return idf.ID_NS.pack(
         nsze=ns.num_blocks, ncap=ns.num_blocks, nuse=ns.num_blocks, nsfeat=0, nlbaf=0, flbas=0,
         dlfeat=idf.DLFEAT_READ_ZEROES | idf.DLFEAT_WRITE_ZEROES_DEAC, nmic=idf.NMIC_SHARED,
-        nvmcap=lp.u128(ns.size_bytes), nguid=ns.nguid, eui64=ns.eui64 or bytes(8),
+        anagrpid=ns.ana_group, nvmcap=lp.u128(ns.size_bytes), nguid=ns.nguid, eui64=ns.eui64 or bytes(8),
         lbaf0_lbads=_log2(ns.block_size))
 
 
 def identify_namespace_kv(ns: Namespace) -> bytes:
     return idf.ID_NS_KV.pack(
         nsze=ns.capacity_bytes, nuse=ns.usage() if ns.usage is not None else 0, nkvf=0, nmic=idf.NMIC_SHARED,
-        novg=ns.block_size, nguid=ns.nguid, eui64=ns.eui64 or bytes(8), kvf0_kvkml=ns.max_key_size,
-        kvf0_kvvml=ns.max_value_size, kvf0_mnks=ns.max_keys)
+        anagrpid=ns.ana_group, novg=ns.block_size, nguid=ns.nguid, eui64=ns.eui64 or bytes(8),
+        kvf0_kvkml=ns.max_key_size, kvf0_kvvml=ns.max_value_size, kvf0_mnks=ns.max_keys)
 
 
 def _namespace(ctrl: Controller, nsid: int) -> Namespace | None:
@@ -163,7 +177,7 @@ def handle_identify(ctrl: Controller, ev: CommandReceived) -> Reply:
         ns = _namespace(ctrl, nsid)
         if ns is None:
             return 0, 0, blank
-        return 0, 0, idf.ID_NS_CS_INDEP.pack(nmic=idf.NMIC_SHARED, nstat=idf.NSTAT_READY)
+        return 0, 0, idf.ID_NS_CS_INDEP.pack(nmic=idf.NMIC_SHARED, anagrpid=ns.ana_group, nstat=idf.NSTAT_READY)
     if cns == Cns.CSI_NAMESPACE:
         ns = _namespace(ctrl, nsid)
         if csi not in (Csi.NVM, Csi.KV):
@@ -199,11 +213,15 @@ def handle_get_log_page(ctrl: Controller, ev: CommandReceived) -> Reply:
     length = numd * DWORD
     offset = sqe[SQE_CDW12] | (sqe[SQE_CDW13] << 32)
     csi = (sqe[SQE_CDW14] >> 24) & 0xFF
+    lsp = (cdw10 >> LOG_LSP_SHIFT) & LOG_LSP_MASK
     if offset % DWORD:
         raise InvalidField("log page offset must be dword aligned")
     if length > ctrl.target.config.mdts_bytes:
         raise InvalidField(f"log page length {length} exceeds MDTS")
-    page = _log_page(ctrl, lid, csi, length + offset)
+    if lid == LogPage.ANA and not ctrl.is_discovery:
+        page = ana.ana_log_page(ctrl, groups_only=bool(lsp & ANA_LOG_LSP_RGO))
+    else:
+        page = _log_page(ctrl, lid, csi, length + offset)
     if offset > len(page):
         raise InvalidField(f"log page offset {offset} beyond the page ({len(page)} bytes)")
     ctrl.log_page_read(lid, retain)
@@ -333,7 +351,7 @@ def handle_set_features(ctrl: Controller, ev: CommandReceived) -> Reply:
     if fid == FeatureId.POWER_MANAGEMENT and value & 0x1F:
         raise InvalidField("only power state 0 exists")
     if fid == FeatureId.ASYNC_EVENT_CONFIG:
-        supported = AEC_DISCOVERY_LOG_CHANGE if ctrl.is_discovery else AEC_NS_ATTRIBUTE
+        supported = AEC_DISCOVERY_LOG_CHANGE if ctrl.is_discovery else IO_AEC_SUPPORTED
         value &= supported
     if fid == FeatureId.KEEP_ALIVE_TIMER:
         ctrl.kato_ms = value

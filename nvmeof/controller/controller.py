@@ -30,6 +30,7 @@ from ..errors import (
     NvmeStatus,
 )
 from ..wire.constants import (
+    AEC_ANA_CHANGE,
     AEC_DISCOVERY_LOG_CHANGE,
     AEC_NS_ATTRIBUTE,
     CAP_CQR,
@@ -54,6 +55,7 @@ from ..wire.constants import (
     CSTS_RDY,
     CSTS_SHST_COMPLETE,
     CSTS_SHST_SHIFT,
+    DISCOVERY_NQN,
     NVME_VERSION_2_0,
     PROPERTY_SIZE_4,
     PROPERTY_SIZE_8,
@@ -64,7 +66,7 @@ from ..wire.constants import (
     LogPage,
     Property,
 )
-from . import admin
+from . import admin, faults
 from .backend import AbortableBackend
 from .model import Subsystem, Target
 
@@ -116,6 +118,7 @@ class Controller:
         self.hostid = hostid
         self.kato_ms = kato_ms
         self.local_addr = local_addr
+        self.portid = target.portid_for(local_addr)  # the listener it came in on: its ANA states apply
         self.cc = 0
         self.csts = 0
         self.queues: dict[int, QueueSessionPort] = {0: admin_session}
@@ -265,6 +268,8 @@ class Controller:
 
     def handle_timeout(self, now: float) -> None:
         deadline = self.next_deadline()
+        if self.subsystem is not None and self.subsystem.ana.next_deadline() is not None:
+            self.subsystem.expire_ana(now)  # ANATT: a CHANGE transition ends
         if deadline is not None and now >= deadline:
             log.warning("controller %d (%s): keep-alive timeout (%d ms), tearing down the association",
                         self.cntlid, self.hostnqn, self.kato_ms)
@@ -274,8 +279,10 @@ class Controller:
 
     def admin_command(self, ev: CommandReceived) -> Reply | None:
         """Execute one admin command; ``None`` means the reply comes later (AER)."""
-        self.touch()
         opcode = ev.sqe[0]
+        if opcode == AdminOpcode.KEEP_ALIVE and self._keep_alive_ignored():
+            return None  # fault injection: as if lost (no completion, no keep-alive credit)
+        self.touch()
         if not self.ready:
             raise CommandSequenceError("controller is not ready (CC.EN=0 or CSTS.RDY=0)")
         handler = admin.HANDLERS.get(opcode)
@@ -285,6 +292,11 @@ class Controller:
             self._queue_aer(ev.cid)
             return None
         return handler(self, ev)
+
+    def _keep_alive_ignored(self) -> bool:
+        hooks = faults.hooks_of(self.target)
+        return hooks.active and hooks.ignore_keep_alive(
+            self.subsystem.nqn if self.subsystem is not None else DISCOVERY_NQN, self.hostnqn)
 
     def record_error(self, qid: int, cid: int, error: NvmeStatus, nsid: int = 0) -> None:
         self.error_count += 1
@@ -319,7 +331,7 @@ class Controller:
         """Reading the page behind an event (without RAE) unmasks that event type."""
         if retain:
             return
-        if lid in (LogPage.CHANGED_NS_LIST, LogPage.DISCOVERY):
+        if lid in (LogPage.CHANGED_NS_LIST, LogPage.DISCOVERY, LogPage.ANA):
             self.masked_event_types.discard(AsyncEventType.NOTICE)
 
     def namespace_changed(self, nsid: int) -> None:
@@ -329,6 +341,9 @@ class Controller:
             self.changed_nsids.add(nsid)
         self._raise_event(AsyncEventType.NOTICE, AsyncEventNotice.NAMESPACE_ATTRIBUTE_CHANGED,
                           LogPage.CHANGED_NS_LIST, AEC_NS_ATTRIBUTE)
+
+    def ana_changed(self) -> None:
+        self._raise_event(AsyncEventType.NOTICE, AsyncEventNotice.ANA_CHANGE, LogPage.ANA, AEC_ANA_CHANGE)
 
     def discovery_log_changed(self) -> None:
         self._raise_event(AsyncEventType.NOTICE, AsyncEventNotice.DISCOVERY_LOG_CHANGE,

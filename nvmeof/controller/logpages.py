@@ -169,3 +169,41 @@ def discovery_entry(*, trtype: int, adrfam: int, subtype: int, treq: int, portid
 def discovery_log(genctr: int, entries: list[bytes]) -> bytes:
     header = DISCOVERY_LOG_HEADER.pack(genctr=genctr, numrec=len(entries), recfmt=0)
     return header + b"".join(entries)
+
+
+# Asymmetric Namespace Access log (LID 0Ch): a header, then per ANA group a 32-byte
+# descriptor followed by NNSIDS 4-byte NSIDs (none with LSP bit 0, Return Groups Only).
+ANA_LOG_HEADER = Layout("AnaLogHeader", 16, [
+    ("chgcnt", "Q", 0),
+    ("ngrps", "H", 8),
+])
+ANA_GROUP_DESCRIPTOR = Layout("AnaGroupDescriptor", 32, [
+    ("anagrpid", "I", 0),
+    ("nnsids", "I", 4),
+    ("chgcnt", "Q", 8),
+    ("anas", "B", 16),  # bits 3:0 ANA state
+])
+ANA_NSID_SIZE = 4
+
+
+def ana_log_size(groups: int, nsids: int) -> int:
+    """Bytes of an ANA log with ``groups`` descriptors listing ``nsids`` NSIDs in total."""
+    return ANA_LOG_HEADER.size + groups * ANA_GROUP_DESCRIPTOR.size + nsids * ANA_NSID_SIZE
+
+
+def ana_log(chgcnt: int, groups: list[tuple[int, int, int, list[int]]], *, groups_only: bool) -> bytes:
+    """``groups``: ``(anagrpid, chgcnt, state, nsids)`` in ascending ANAGRPID order; NSIDs
+    are listed ascending (the Linux host walks them in step with its sorted namespaces)."""
+    total = 0 if groups_only else sum(len(nsids) for *_, nsids in groups)
+    page = bytearray(ana_log_size(len(groups), total))
+    ANA_LOG_HEADER.pack_into(page, 0, chgcnt=chgcnt, ngrps=len(groups))
+    pos = ANA_LOG_HEADER.size
+    for grpid, grp_chgcnt, state, nsids in groups:
+        listed = [] if groups_only else sorted(nsids)
+        ANA_GROUP_DESCRIPTOR.pack_into(page, pos, anagrpid=grpid, nnsids=len(listed), chgcnt=grp_chgcnt,
+                                       anas=state)
+        pos += ANA_GROUP_DESCRIPTOR.size
+        for nsid in listed:
+            page[pos:pos + ANA_NSID_SIZE] = nsid.to_bytes(ANA_NSID_SIZE, "little")
+            pos += ANA_NSID_SIZE
+    return bytes(page)

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ..auth.controller_side import ControllerAuth
 from ..errors import (
     CommandSequenceError,
     ConnectInvalidHost,
@@ -38,6 +39,10 @@ from ..wire.constants import (
     CNTLID_DYNAMIC,
     CONNECT_DATA_SIZE,
     DISCOVERY_NQN,
+    PSDT_MASK,
+    PSDT_SGL_MPTR_CONTIG,
+    PSDT_SGL_MPTR_SGL,
+    PSDT_SHIFT,
     AdminOpcode,
     FabricsType,
     FeatureId,
@@ -54,9 +59,10 @@ from ..wire.queue_entry import (
     FABRICS_FCTYPE_OFFSET,
     PROPERTY_CMD,
 )
-from . import io
+from . import ana, authcmd, io
 from .backend import IoCommand
 from .controller import Controller, Reply
+from .faults import CommandInfo, Decision, FaultAction, hooks_of
 from .model import Subsystem, Target
 
 log = logging.getLogger("nvmeof.session")
@@ -67,8 +73,17 @@ IPO_HOSTNQN = CONNECT_DATA.offset_of("hostnqn")
 IPO_QID = CONNECT_CMD.offset_of("qid")
 IPO_SQSIZE = CONNECT_CMD.offset_of("sqsize")
 IPO_RECFMT = CONNECT_CMD.offset_of("recfmt")
+FUSE_MASK = 0x03  # CDW0 bits 9:8 = FLAGS bits 1:0
 MIN_ADMIN_SQSIZE = 31  # 0's based: 32 entries
 CID_CONFLICT = encode_status(StatusCodeType.GENERIC, GenericStatus.COMMAND_ID_CONFLICT, True)
+
+
+def _check_command_flags(flags: int) -> None:
+    """CDW0 FLAGS: no fused operations here, and fabrics commands describe data with SGLs."""
+    if flags & FUSE_MASK:
+        raise InvalidField("fused operations are not supported")
+    if (flags & PSDT_MASK) >> PSDT_SHIFT not in (PSDT_SGL_MPTR_CONTIG, PSDT_SGL_MPTR_SGL):
+        raise InvalidField("NVMe over Fabrics commands use SGLs (PSDT 01b or 10b), not PRPs")
 
 
 def _invalid_connect(message: str, ipo: int, in_data: bool) -> NvmeStatus:
@@ -82,7 +97,8 @@ class QueueSession:
         self.target = target
         self.conn = ControllerConnection(
             maxh2cdata=cfg.maxh2cdata, in_capsule_size=cfg.in_capsule_size, max_transfer=cfg.mdts_bytes,
-            c2h_chunk=cfg.maxh2cdata, c2h_success=cfg.c2h_success)
+            c2h_chunk=cfg.maxh2cdata, c2h_success=cfg.c2h_success,
+            max_outstanding_r2t=cfg.max_r2t_per_connection, max_connection_memory=cfg.max_connection_memory)
         self.local_addr = local_addr
         self.peer_addr = peer_addr
         self.controller: Controller | None = None
@@ -93,6 +109,11 @@ class QueueSession:
         self._receiving = False
         self.terminated: Exception | None = None
         self.commands = 0
+        self.auth: ControllerAuth | None = None  # set by Connect when the host must authenticate
+        self.faults = hooks_of(target)
+        self.call_later: Callable[[float, Callable[[], None]], object] | None = None  # the edge's timer
+        self._faulted: dict[int, Decision] = {}  # cid -> a fault acting on its completion
+        self._dropped = False  # a fault dropped this connection: later commands are not run
 
     # -- edge interface ---------------------------------------------------------------
 
@@ -118,6 +139,8 @@ class QueueSession:
 
     def send_completion(self, cid: int, status: int, dw0: int = 0, dw1: int = 0,
                         data: bytes | bytearray | memoryview | None = None) -> None:
+        if self._faulted and cid in self._faulted and self._faulted_completion(cid, status, dw0, dw1, data):
+            return
         self.inflight.discard(cid)
         if data is not None and status == 0:
             self.conn.complete_with_data(cid, data, status, dw0, dw1)
@@ -157,9 +180,14 @@ class QueueSession:
             self.conn.complete(cid, CID_CONFLICT)
             return
         self.inflight.add(cid)
+        if self.faults.active and self.controller is not None and ev.sqe[0] != AdminOpcode.FABRICS \
+                and self._inject(ev):
+            return
         try:
+            _check_command_flags(ev.sqe[1])
             opcode = ev.sqe[0]
             ctrl = self.controller
+            authcmd.check_authenticated(self, ev)
             if opcode == AdminOpcode.FABRICS:
                 reply: Reply | None = self._fabrics(ev)
             elif ctrl is None:
@@ -180,12 +208,58 @@ class QueueSession:
             status, dw0, data = reply
             self.send_completion(cid, status, dw0, 0, data)
 
+    # -- fault injection (see nvmeof.controller.faults) ----------------------------------
+
+    def _inject(self, ev: CommandReceived) -> bool:
+        """Ask the fault hooks about this command; True when the fault consumed it."""
+        ctrl = self.controller
+        assert ctrl is not None
+        if self._dropped:  # a later command of the same read: the connection is gone
+            self.inflight.discard(ev.sqe[2])
+            return True
+        info = CommandInfo(ctrl.subsystem.nqn if ctrl.subsystem is not None else DISCOVERY_NQN, ctrl.hostnqn,
+                           self.qid, ev.sqe[0], ev.sqe[3], ev.sqe[2], self.conn.ddgst)
+        decision = self.faults.on_command(info)
+        if decision is None:
+            return False
+        if decision.action is FaultAction.STATUS:
+            self.send_completion(info.cid, decision.status)
+            return True
+        if decision.action is FaultAction.DROP:
+            self.inflight.discard(info.cid)
+            self._dropped = True
+            self.close(f"fault injection: connection dropped at command {info.cid}")
+            return True
+        self._faulted[info.cid] = decision  # DELAY / CORRUPT_DIGEST act on the completion
+        return False
+
+    def _faulted_completion(self, cid: int, status: int, dw0: int, dw1: int,
+                            data: bytes | bytearray | memoryview | None) -> bool:
+        """Apply a delay or digest fault to this completion; True when it is sent later."""
+        decision = self._faulted.pop(cid)
+        if decision.action is FaultAction.CORRUPT_DIGEST:
+            self.inflight.discard(cid)
+            if data is not None and status == 0:
+                self.conn.complete_with_data(cid, data, status, dw0, dw1, corrupt_ddgst=True)
+            else:
+                self.conn.complete(cid, status, dw0, dw1)
+            if not self._receiving:
+                self.wakeup()
+            return True
+        if self.call_later is None:  # no timer (a bare sans-IO session): complete now
+            return False
+        held = bytes(data) if data is not None else None  # the store may change under a view
+        self.call_later(decision.delay_ms / 1000.0, lambda: self.send_completion(cid, status, dw0, dw1, held))
+        return True
+
     # -- I/O ----------------------------------------------------------------------------
 
     def _io(self, ctrl: Controller, ev: CommandReceived) -> None:
         ctrl.touch()
         try:
             decoded = io.decode_io(ctrl, self.qid, ev)
+            if not isinstance(decoded, list):
+                ana.check_path(ctrl, decoded.nsid)  # ANA: this path may refuse I/O (SCT 3h)
         except NvmeStatus as err:
             ctrl.record_error(self.qid, ev.sqe[2], err, ev.sqe[3])
             self.send_completion(ev.sqe[2], err.status, err.dw0)
@@ -239,9 +313,12 @@ class QueueSession:
         if ctrl is None:
             raise CommandSequenceError("the first command on a queue must be Fabrics Connect")
         ctrl.touch()
+        if fctype in authcmd.AUTH_FCTYPES:
+            authcmd.handle(self, ev, fctype)
+            return None
         if fctype in (FabricsType.PROPERTY_GET, FabricsType.PROPERTY_SET):
             if self.qid != ADMIN_QID:
-                raise InvalidField("properties are accessed on the admin queue")
+                raise InvalidOpcode("Property Get/Set is an admin-queue command")
             cmd = PROPERTY_CMD.unpack(ev.raw)
             size = cmd.attrib & 0x7
             if fctype == FabricsType.PROPERTY_GET:
@@ -302,7 +379,7 @@ class QueueSession:
                              sq_flow_control=not cmd.cattr & CATTR_DISABLE_SQ_FLOW_CONTROL)
         log.info("controller %d: %s connected to %s (kato %d ms) from %s", cntlid, hostnqn,
                  subsystem.nqn if subsystem else DISCOVERY_NQN, cmd.kato, self.peer_addr)
-        return 0, cntlid, None
+        return 0, cntlid | authcmd.start(self, subsystem, hostnqn), None
 
     def _connect_io(self, cmd: Any, data: Any, subsystem: Subsystem | None, hostnqn: str) -> Reply:
         if subsystem is None:
@@ -322,4 +399,4 @@ class QueueSession:
         self.conn.bind_queue(cmd.qid, cmd.sqsize + 1,
                              sq_flow_control=not cmd.cattr & CATTR_DISABLE_SQ_FLOW_CONTROL)
         ctrl.add_io_queue(cmd.qid, self)
-        return 0, ctrl.cntlid, None
+        return 0, ctrl.cntlid | authcmd.start(self, subsystem, hostnqn), None

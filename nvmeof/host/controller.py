@@ -50,6 +50,7 @@ from ..wire.constants import (
 )
 from ..wire.layout import c_string
 from . import commands as cmds
+from .auth import DhchapSecrets, authenticate_if_required
 from .commands import Completion
 from .queue import DEFAULT_TIMEOUT_S, Buffer, HostQueue
 
@@ -141,6 +142,7 @@ class HostController:
         self.hdgst = hdgst
         self.ddgst = ddgst
         self.disable_sqflow = disable_sqflow
+        self.dhchap: DhchapSecrets | None = None  # DH-HMAC-CHAP secrets for every queue
         self.cntlid = CNTLID_DYNAMIC
         self.cap = 0
         self.cc = 0
@@ -431,7 +433,7 @@ class HostController:
                                      ddgst=self.ddgst, timeout=self.timeout)
         try:
             await connect_queue(queue, qid, queue_size - 1, 0, self.subnqn, self.hostnqn, self.hostid,
-                                self.cntlid, self.disable_sqflow)
+                                self.cntlid, self.disable_sqflow, self.dhchap)
         except BaseException:
             await queue.close()
             raise
@@ -450,17 +452,21 @@ def _uuid_of(hostnqn: str) -> bytes | None:
 
 
 async def connect_queue(queue: HostQueue, qid: int, sqsize: int, kato_ms: int, subnqn: str, hostnqn: str,
-                        hostid: bytes, cntlid: int, disable_sqflow: bool = False) -> int:
-    """Fabrics Connect on an established queue; returns the controller ID."""
+                        hostid: bytes, cntlid: int, disable_sqflow: bool = False,
+                        dhchap: DhchapSecrets | None = None) -> int:
+    """Fabrics Connect on an established queue (then DH-HMAC-CHAP if the controller asks
+    for it); returns the controller ID."""
     data = cmds.connect_data(hostid, cntlid, subnqn, hostnqn)
     completion = check(await queue.submit(cmds.connect(qid, sqsize, kato_ms, disable_sqflow), data))
+    await authenticate_if_required(queue, completion.dw0, dhchap, subnqn, hostnqn)
     return completion.dw0 & 0xFFFF
 
 
 async def connect(address: str, port: int = NVME_TCP_IO_PORT, subnqn: str = "", *, hostnqn: str | None = None,
                   hostid: bytes | None = None, hdgst: bool = False, ddgst: bool = False, nr_io_queues: int = 1,
                   queue_size: int = DEFAULT_QUEUE_SIZE, kato_ms: int = DEFAULT_KATO_MS,
-                  timeout: float = DEFAULT_TIMEOUT_S, disable_sqflow: bool = False) -> HostController:
+                  timeout: float = DEFAULT_TIMEOUT_S, disable_sqflow: bool = False,
+                  dhchap_secret: str | None = None, dhchap_ctrl_secret: str | None = None) -> HostController:
     """Create an association with ``subnqn`` at ``address:port`` and open its I/O queues.
 
     ``hdgst``/``ddgst`` request header/data digests; ``disable_sqflow`` asks the controller
@@ -468,7 +474,10 @@ async def connect(address: str, port: int = NVME_TCP_IO_PORT, subnqn: str = "", 
     entry's TREQ bit 2 says whether a target supports it).  Every step is bounded by
     ``timeout``, which is also the default deadline of each later command.  For the
     discovery NQN no I/O queues are created.  ``hostid`` defaults to the UUID of a
-    UUID-form ``hostnqn`` (as nvme-cli does), else to a fresh UUID."""
+    UUID-form ``hostnqn`` (as nvme-cli does), else to a fresh UUID.  ``dhchap_secret`` (a
+    DHHC-1 string) answers DH-HMAC-CHAP on every queue; ``dhchap_ctrl_secret`` also makes
+    the controller prove itself (bidirectional)."""
+    dhchap = DhchapSecrets.from_strings(dhchap_secret, dhchap_ctrl_secret)
     if not subnqn:
         raise ValueError("subnqn is required")
     if not 2 <= queue_size <= CNTLID_DYNAMIC:
@@ -483,10 +492,11 @@ async def connect(address: str, port: int = NVME_TCP_IO_PORT, subnqn: str = "", 
     ctrl = HostController(admin, address=address, port=port, subnqn=subnqn, hostnqn=hostnqn, hostid=hostid,
                           kato_ms=kato_ms, timeout=timeout, hdgst=hdgst, ddgst=ddgst,
                           disable_sqflow=disable_sqflow)
+    ctrl.dhchap = dhchap
     try:
         async with asyncio.timeout(timeout):
             ctrl.cntlid = await connect_queue(admin, ADMIN_QID, ADMIN_SQSIZE, kato_ms, subnqn, hostnqn, hostid,
-                                              CNTLID_DYNAMIC, disable_sqflow)
+                                              CNTLID_DYNAMIC, disable_sqflow, dhchap)
             await ctrl._enable()
             await ctrl._identify_self()
         ctrl.start_keep_alive()

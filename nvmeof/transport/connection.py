@@ -92,6 +92,7 @@ class TcpConnection:
         self._out_bytes = 0
         self.error: Exception | None = None
         self.peer_data_alignment = DWORD  # bytes; from the peer's HPDA/CPDA
+        self.stalled = False  # the last process() stopped early because input_held()
 
     # -- state ----------------------------------------------------------------------
 
@@ -129,7 +130,11 @@ class TcpConnection:
         events: list[Event] = []
         reader = self.reader
         try:
+            self.stalled = False
             while self.open:
+                if self.input_held():  # PDUs may be left in the buffer: the edge calls again
+                    self.stalled = True
+                    break
                 pdu = reader.next_pdu()
                 if pdu is None:
                     break
@@ -146,6 +151,11 @@ class TcpConnection:
 
     def handle_pdu(self, pdu: Pdu, events: list[Event]) -> None:
         raise NotImplementedError  # each role defines it
+
+    def input_held(self) -> bool:
+        """True while the connection takes no more PDUs (backpressure); the edge calls
+        :meth:`process` again once it may have changed.  Never, unless a role says so."""
+        return False
 
     def fail(self, exc: PduError, events: list[Event]) -> None:
         """Queue a TermReq for ``exc`` and stop accepting input."""

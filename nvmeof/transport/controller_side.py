@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections import deque
 
 from ..errors import (
+    CommandIdConflict,
     DataSglLengthInvalid,
     NvmeStatus,
     PduError,
@@ -29,6 +30,7 @@ from ..errors import (
     SglOffsetInvalid,
     TransientTransportError,
 )
+from ..target.limits import ConnectionBudget
 from ..wire.constants import (
     ADMIN_QID,
     F_LAST_PDU,
@@ -63,6 +65,7 @@ FEI_TTAG = H2C_DATA.offset_of("ttag")
 FEI_DATAO = H2C_DATA.offset_of("datao")
 FEI_DATAL = H2C_DATA.offset_of("datal")
 FEI_PLEN = 4
+DIGEST_CORRUPTION_MASK = 0xFF  # fault injection: XORed into each byte of a digest that must be wrong
 _SQE = SQE.struct
 _CQE_HDR = CAPSULE_RESP_HEADER.struct
 _C2H = C2H_DATA.struct
@@ -124,10 +127,17 @@ class ControllerConnection(TcpConnection):
 
     def __init__(self, *, maxh2cdata: int = 131072, in_capsule_size: int = 8192,
                  max_transfer: int = 1 << 20, c2h_chunk: int = 131072, c2h_success: bool = True,
-                 max_outstanding_r2t: int = 128) -> None:
+                 max_outstanding_r2t: int = 128, max_connection_memory: int = 0) -> None:
         if maxh2cdata < MIN_MAXH2CDATA or maxh2cdata % 4:
             raise ValueError("MAXH2CDATA must be a multiple of 4 and at least 4096")
         super().__init__(max_data=max(maxh2cdata, in_capsule_size))
+        # refused from the common header, before the body is buffered (FES 05h, FEI = PLEN)
+        self.reader.max_data_by_type = {PduType.CAPSULE_CMD: in_capsule_size, PduType.H2C_DATA: maxh2cdata}
+        self.budget = ConnectionBudget(max_connection_memory, max_outstanding_r2t)
+        self.backlog = 0  # bytes the edge accepted but the socket has not taken yet (set by the edge)
+        self._h2c_bytes = 0  # buffers of H2C transfers being collected
+        self._c2h_owed: dict[int, int] = {}  # cid -> bytes of read data the command will send
+        self._c2h_owed_bytes = 0
         self.maxh2cdata = maxh2cdata
         self.in_capsule_size = in_capsule_size
         self.max_transfer = max_transfer
@@ -147,6 +157,23 @@ class ControllerConnection(TcpConnection):
         self.qid = qid
         self.sqsize = sqsize
         self.sq_flow_control = sq_flow_control
+
+    # -- memory budget ----------------------------------------------------------------
+
+    def memory_used(self) -> int:
+        """Bytes held for this connection: receive buffer, H2C data being collected, read
+        data owed by commands in flight, output not yet taken by the socket."""
+        return (self.reader.capacity + self._h2c_bytes + self._c2h_owed_bytes + self.pending_output
+                + self.backlog)
+
+    def input_held(self) -> bool:
+        """Over budget with output the host has yet to take: stop taking PDUs (backpressure).
+        H2C transfers alone never hold input: only more input completes them."""
+        limit = self.budget.limit  # checked before every PDU: kept cheap
+        if not limit:
+            return False
+        owed = self._c2h_owed_bytes + self._out_bytes + self.backlog
+        return owed > 0 and owed + self._h2c_bytes + self.reader.capacity > limit
 
     # -- input ----------------------------------------------------------------------
 
@@ -184,11 +211,14 @@ class ControllerConnection(TcpConnection):
         sqe = _SQE.unpack_from(raw)
         self.sqhd = (self.sqhd + 1) % self.sqsize if self.sqsize else 0
         cid = sqe[SQE_CID]
+        if self._awaiting_data(cid):  # that CID is still outstanding on this queue
+            self._fail_command(cid, CommandIdConflict(f"CID {cid} is a write still awaiting its data"), events)
+            return
         data = pdu.data
         sgl_type = sqe[SQE_SGL_TYPE]
         sgl_len = sqe[SQE_SGL_LEN]
         if data is not None:
-            if len(data) > self.in_capsule_size:
+            if len(data) > self.in_capsule_size:  # the framing refuses it first; kept as a guard
                 raise PduError(Fes.DATA_TRANSFER_LIMIT_EXCEEDED, FEI_PLEN,
                                f"{len(data)} bytes of in-capsule data, limit {self.in_capsule_size}",
                                pdu.header)
@@ -215,8 +245,16 @@ class ControllerConnection(TcpConnection):
                     self._fail_command(cid, DataSglLengthInvalid(
                         f"transfer of {sgl_len} bytes exceeds MDTS ({self.max_transfer})"), events)
                     return
-                self._start_h2c(sqe, raw, sgl_len)
+                if len(self._waiting_r2t) >= max(self.sqsize, 1):  # more writes than the SQ has entries
+                    raise PduError(Fes.DATA_TRANSFER_LIMIT_EXCEEDED, 0,  # 05h, once named "R2T Limit Exceeded"
+                                   f"over {self.sqsize} writes wait for an R2T: the host overruns its SQ",
+                                   pdu.header)
+                self._waiting_r2t.append((sqe, raw, sgl_len))
+                self._pump_r2t()
                 return
+            if sgl_len and cid not in self._c2h_owed:
+                self._c2h_owed[cid] = sgl_len
+                self._c2h_owed_bytes += sgl_len
             events.append(CommandReceived(sqe, raw, None))
             return
         if sgl_type == SglType.DATA_BLOCK_OFFSET and sgl_len == 0:
@@ -224,13 +262,23 @@ class ControllerConnection(TcpConnection):
             return
         self._fail_command(cid, SglDescriptorTypeInvalid(f"SGL identifier {sgl_type:#x}"), events)
 
-    def _start_h2c(self, sqe: tuple, raw: bytes, length: int) -> None:
-        if not self._free_ttags:
-            self._waiting_r2t.append((sqe, raw, length))
-            return
-        ttag = self._free_ttags.popleft()
-        self._transfers[ttag] = _H2CTransfer(sqe, raw, length)
-        self.pdu(_R2T.pack(PduType.R2T, 0, R2T.size, 0, 0, sqe[SQE_CID], ttag, 0, length))
+    def _awaiting_data(self, cid: int) -> bool:
+        """Whether a write with this CID waits for an R2T or for its H2CData."""
+        return (any(x.sqe[SQE_CID] == cid for x in self._transfers.values())
+                or any(w[0][SQE_CID] == cid for w in self._waiting_r2t))
+
+    def _pump_r2t(self) -> None:
+        """Send R2Ts for waiting commands, in order, while a TTAG and the budget allow."""
+        waiting = self._waiting_r2t
+        while waiting and self._free_ttags and self.open:
+            sqe, raw, length = waiting[0]
+            if not self.budget.may_start_transfer(self.memory_used(), length, len(self._transfers)):
+                return
+            waiting.popleft()
+            ttag = self._free_ttags.popleft()
+            self._transfers[ttag] = _H2CTransfer(sqe, raw, length)
+            self._h2c_bytes += length
+            self.pdu(_R2T.pack(PduType.R2T, 0, R2T.size, 0, 0, sqe[SQE_CID], ttag, 0, length))
 
     def _h2c_data(self, pdu: Pdu, events: list[Event]) -> None:
         _, _, _, _, _, cccid, ttag, datao, datal = _H2C.unpack_from(pdu.header)
@@ -264,12 +312,12 @@ class ControllerConnection(TcpConnection):
             return
         del self._transfers[ttag]
         self._free_ttags.append(ttag)
+        self._h2c_bytes -= len(xfer.buf)
         if xfer.error is not None:
             self._fail_command(xfer.sqe[SQE_CID], xfer.error, events)
         else:
             events.append(CommandReceived(xfer.sqe, xfer.raw, xfer.buf))
-        if self._waiting_r2t:
-            self._start_h2c(*self._waiting_r2t.popleft())
+        self._pump_r2t()
 
     def _fail_command(self, cid: int, error: NvmeStatus, events: list[Event]) -> None:
         self.complete(cid, error.status, error.dw0)
@@ -280,14 +328,17 @@ class ControllerConnection(TcpConnection):
     def complete(self, cid: int, status: int = 0, dw0: int = 0, dw1: int = 0) -> None:
         if not self.open:
             return
+        self._settle(cid)
         self.pdu(_CQE_HDR.pack(PduType.CAPSULE_RESP, 0, CAPSULE_RESP_HEADER.size, 0, 0,
                                dw0, dw1, self.sqhd, self.qid, cid, status))
 
     def complete_with_data(self, cid: int, data: bytes | bytearray | memoryview, status: int = 0,
-                           dw0: int = 0, dw1: int = 0) -> None:
-        """C2HData PDUs carrying ``data``, then the completion (or SUCCESS on the last PDU)."""
+                           dw0: int = 0, dw1: int = 0, corrupt_ddgst: bool = False) -> None:
+        """C2HData PDUs carrying ``data``, then the completion (or SUCCESS on the last PDU).
+        ``corrupt_ddgst`` (fault injection): the first PDU's data digest is made wrong."""
         if not self.open:
             return
+        self._settle(cid)
         view = memoryview(data)
         total = len(view)
         chunk = self.c2h_chunk
@@ -300,7 +351,18 @@ class ControllerConnection(TcpConnection):
                 flags = F_LAST_PDU | (F_SUCCESS if success else 0)
             self.pdu(_C2H.pack(PduType.C2H_DATA, 0, C2H_DATA.size, 0, 0, cid, offset, n),
                      view[offset:offset + n], extra_flags=flags)
+            if corrupt_ddgst and self.ddgst:  # the digest is the PDU's last piece
+                self._out[-1] = bytes(b ^ DIGEST_CORRUPTION_MASK for b in bytes(self._out[-1]))
+                corrupt_ddgst = False
             offset += n
         if not success or total == 0:
             self.complete(cid, status, dw0, dw1)
+
+    def _settle(self, cid: int) -> None:
+        """The read data ``cid`` owed is now output (or will never come): budget again."""
+        owed = self._c2h_owed.pop(cid, 0)
+        if owed:
+            self._c2h_owed_bytes -= owed
+        if self._waiting_r2t:
+            self._pump_r2t()
 

@@ -40,6 +40,7 @@ FEI_HLEN = COMMON_HEADER.offset_of("hlen")
 FEI_PDO = COMMON_HEADER.offset_of("pdo")
 FEI_PLEN = COMMON_HEADER.offset_of("plen")
 PDO_ALIGNMENT = 4
+MAX_PDO_PADDING = 124  # PDA is at most 31 (0's based dwords): 128-byte alignment, <= 124 pad bytes
 _INITIAL_CAPACITY = 256 * 1024
 _MIN_READ_SPACE = 64 * 1024
 _KNOWN_TYPES = frozenset(int(t) for t in PduType)
@@ -74,6 +75,8 @@ class PduReader:
     def __init__(self, accept: frozenset[int], max_data: int) -> None:
         self.accept = accept
         self.max_data = max_data  # largest data field accepted in one PDU
+        # per PDU type, overriding max_data (e.g. CapsuleCmd: in-capsule size, H2CData: MAXH2CDATA)
+        self.max_data_by_type: dict[int, int] = {}
         self.hdgst = False
         self.ddgst = False
         self._buf = bytearray(_INITIAL_CAPACITY)
@@ -103,6 +106,11 @@ class PduReader:
     @property
     def buffered(self) -> int:
         return self._end - self._start
+
+    @property
+    def capacity(self) -> int:
+        """Bytes of memory the receive buffer holds (what a memory budget counts)."""
+        return len(self._buf)
 
     def _make_room(self, want: int) -> None:
         pending = self._end - self._start
@@ -197,8 +205,9 @@ class PduReader:
         if self.ddgst and not dd_flag:
             self._fail(Fes.INVALID_HEADER_FIELD, FEI_FLAGS, "data digest negotiated but DDGSTF clear")
         dd = DIGEST_SIZE if dd_flag else 0
-        if pdo < hlen + hd or pdo % PDO_ALIGNMENT or pdo + dd >= plen:
+        if pdo < hlen + hd or pdo % PDO_ALIGNMENT or pdo + dd >= plen or pdo - hlen - hd > MAX_PDO_PADDING:
             self._fail(Fes.INVALID_HEADER_FIELD, FEI_PDO, f"pdo {pdo} invalid for hlen {hlen}, plen {plen}")
-        if plen - pdo - dd > self.max_data:
+        limit = self.max_data_by_type.get(pdu_type, self.max_data)
+        if plen - pdo - dd > limit:  # refused from the common header: the body is never buffered
             self._fail(Fes.DATA_TRANSFER_LIMIT_EXCEEDED, FEI_PLEN,
-                       f"{plen - pdo - dd} data bytes exceed the limit {self.max_data}")
+                       f"{plen - pdo - dd} data bytes exceed the limit {limit} for this PDU type", hlen)

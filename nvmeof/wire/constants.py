@@ -423,6 +423,41 @@ AEC_FW_ACTIVATION = 1 << 9
 AEC_ANA_CHANGE = 1 << 11
 AEC_DISCOVERY_LOG_CHANGE = 1 << 31
 
+
+# --- Asymmetric Namespace Access (NVMe base 2.0, 8.1.1 / 5.16.1.12) ---------------------
+
+
+class AnaState(IntEnum):
+    """ANA state of a namespace group as seen through one controller (ANAS, bits 3:0)."""
+
+    OPTIMIZED = 0x1
+    NON_OPTIMIZED = 0x2
+    INACCESSIBLE = 0x3
+    PERSISTENT_LOSS = 0x4
+    CHANGE = 0xF
+
+
+class PathStatus(IntEnum):
+    """Path Related Status (SCT 3h)."""
+
+    INTERNAL_PATH_ERROR = 0x00
+    ASYMMETRIC_ACCESS_PERSISTENT_LOSS = 0x01
+    ASYMMETRIC_ACCESS_INACCESSIBLE = 0x02
+    ASYMMETRIC_ACCESS_TRANSITION = 0x03
+    HOST_PATHING_ERROR = 0x71
+    HOST_ABORTED = 0x72
+
+
+# ANACAP (Identify Controller byte 343) bits
+ANACAP_OPTIMIZED = 1 << 0
+ANACAP_NON_OPTIMIZED = 1 << 1
+ANACAP_INACCESSIBLE = 1 << 2
+ANACAP_PERSISTENT_LOSS = 1 << 3
+ANACAP_CHANGE = 1 << 4
+ANACAP_GRPID_STATIC = 1 << 6
+ANACAP_GRPID_NS_MGMT = 1 << 7
+ANA_LOG_LSP_RGO = 1 << 0  # Get Log Page 0Ch LSP bit 0: Return Groups Only
+
 # Dataset Management attributes
 DSM_ATTR_DEALLOCATE = 1 << 2
 DSM_RANGE_SIZE = 16

@@ -44,6 +44,29 @@ REST_CHECKS: Final[tuple[str, ...]] = (
 """Every check run_rest_checks (guest/lib/rest_checks.sh) reports, in order; it needs the host
 actions "add-namespace" and "remove-namespace" (tests/interop/test_rest_live.py)."""
 
+IMPAIR_CHECKS: Final[tuple[str, ...]] = (
+    "imp-netem", "imp-delay-connect", "imp-delay-fio", "imp-delay-keepalive", "imp-delay-disconnect",
+    "imp-loss-on", "imp-loss-connect", "imp-loss-fio", "imp-loss-keepalive", "imp-loss-disconnect",
+    "imp-loss-off",
+)
+"""Every check run_impair_checks (guest/lib/impair_checks.sh) reports, in order; it needs the
+host actions "loss-on" and "loss-off" (tests/interop/test_impairments_vm.py)."""
+
+FAULT_CHECKS: Final[tuple[str, ...]] = (
+    "flt-connect", "flt-status", "flt-delay", "flt-digest", "flt-drop", "flt-disconnect",
+)
+"""Every check run_fault_checks (guest/lib/fault_checks.sh) reports, in order; it needs the host
+actions "fault-status", "fault-delay", "fault-digest" and "fault-drop" (tests/interop/test_faults_vm.py)."""
+
+ANA_SWITCHES: Final[int] = 4
+ANA_CHECKS: Final[tuple[str, ...]] = (
+    "ana-multipath", "ana-connect-a", "ana-connect-b", "ana-one-namespace", "ana-list-subsys",
+    *(f"ana-switch-{n}" for n in range(1, ANA_SWITCHES + 1)),
+    "ana-fio", "ana-log-1", "ana-disconnect", "ana-log-2", "ana-log-300",
+)
+"""Every check run_ana_checks (guest/lib/ana_checks.sh) reports, in order; it needs the host
+actions "prefer-a" and "prefer-b" (tests/interop/test_ana_vm.py)."""
+
 SELFTEST_NQN: Final[str] = "nqn.2026-11.io.dpu-emu:linux-selftest"
 SELFTEST_SERIAL: Final[str] = "LNXSELF0001"
 SELFTEST_MODEL: Final[str] = "Linux"
@@ -132,6 +155,24 @@ def rest_script(target: TargetParams) -> str:
     return checks_script(target, libraries=("host_action.sh", "rest_checks.sh"), entry="run_rest_checks")
 
 
+def ana_script(target: TargetParams) -> str:
+    """Native NVMe multipath over two listeners and the ANA log (ANA_CHECKS); run it with
+    on_line=HostActions({"prefer-a": ..., "prefer-b": ...})."""
+    return checks_script(target, libraries=("host_action.sh", "ana_checks.sh"), entry="run_ana_checks")
+
+
+def impair_script(target: TargetParams) -> str:
+    """netem delay in the guest, then host-side nftables loss (IMPAIR_CHECKS); run it with
+    on_line=HostActions({"loss-on": ..., "loss-off": ...})."""
+    return checks_script(target, libraries=("host_action.sh", "impair_checks.sh"), entry="run_impair_checks")
+
+
+def fault_script(target: TargetParams) -> str:
+    """Injected faults seen by the kernel host (FAULT_CHECKS); run it with on_line=HostActions(
+    {"fault-status": ..., "fault-delay": ..., "fault-digest": ..., "fault-drop": ...})."""
+    return checks_script(target, libraries=("host_action.sh", "fault_checks.sh"), entry="run_fault_checks")
+
+
 def selftest_target() -> TargetParams:
     return TargetParams(
         address=SELFTEST_ADDRESS, io_port=SELFTEST_IO_PORT,
@@ -204,3 +245,17 @@ def parse_checks(output: str) -> CheckReport:
         if done:
             total, failed = int(done.group(1)), int(done.group(2))
     return CheckReport(results, total, failed)
+
+
+AUTH_CHECKS: Final[tuple[str, ...]] = (
+    "auth-no-secret", "auth-wrong-secret", "auth-uni", "auth-uni-io", "auth-bi", "auth-bi-io", "auth-wrong-ctrl",
+    "auth-sha384-null", "auth-sha512-ffdhe3072",
+)
+"""Every check run_auth_checks (guest/lib/auth_checks.sh) reports, in order; it needs the host
+actions "use-sha384-null" and "use-sha512-ffdhe3072" (tests/interop/test_auth_vm.py)."""
+
+
+def auth_script(target: TargetParams) -> str:
+    """DH-HMAC-CHAP judged by the kernel host (AUTH_CHECKS); run it with
+    on_line=HostActions({"use-sha384-null": ..., "use-sha512-ffdhe3072": ...})."""
+    return checks_script(target, libraries=("host_action.sh", "auth_checks.sh"), entry="run_auth_checks")

@@ -39,10 +39,11 @@ BUSYBOX_BINARY: Final[Path] = Path("/bin/busybox")
 USERSPACE_BINARIES: Final[tuple[Path, ...]] = (
     Path("/usr/sbin/nvme"),
     Path("/usr/bin/fio"),
+    Path("/usr/sbin/tc"),
 )
 """Dynamically linked tools copied from the host's Debian install with their `ldd` closure."""
 
-HOST_PACKAGES: Final[tuple[str, ...]] = ("busybox-static", "nvme-cli", "fio")
+HOST_PACKAGES: Final[tuple[str, ...]] = ("busybox-static", "nvme-cli", "fio", "iproute2")
 """Host packages whose files go into the guest (their libraries are found with ldd)."""
 
 # --- Kernel modules ----------------------------------------------------------------------------

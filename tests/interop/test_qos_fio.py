@@ -33,13 +33,13 @@ from testbeds.linux_host.checks import TargetParams, checks_script
 from testbeds.linux_host.host_actions import HostActions
 
 from .dpu_emu_proc import DPU_EMU_NQN, DpuEmuProcess, assert_clean_log, default_config, require_dpu_emu
+from .rest_session import rest_server
 from .support import GuestChecks, assert_check, run_checks_in_guest
 
 pytestmark = pytest.mark.interop
 
 ADMIN_TOKEN: Final[str] = "qos-fio-admin-token"
 GUEST_TIMEOUT_S: Final[float] = 300.0
-HTTP_TIMEOUT_S: Final[float] = 10.0
 NSID: Final[int] = 1
 NAMESPACE_BYTES: Final[int] = 256 << 20
 MEASURE_S: Final[int] = 8
@@ -105,13 +105,8 @@ def qos_run(tmp_path_factory: pytest.TempPathFactory, linux_host_image: vm.Image
                                 "backend": {"kind": "ram"}}]
     server = DpuEmuProcess(tmp_path_factory.mktemp("dpu-emu-qos") / "serve.log", config=config,
                            rest_token=ADMIN_TOKEN)
-    try:
-        print(f"\n[interop] {server.start()}; REST {server.rest_url}; log {server.log_path}")
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    client = httpx.Client(base_url=server.rest_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-                          timeout=HTTP_TIMEOUT_S)
-    try:
+    with rest_server(server, ADMIN_TOKEN) as srv:
+        client = srv.client
         setter = LimitSetter(client)
         actions = HostActions({"set-qos-limit": setter.set_limit})
 
@@ -128,9 +123,6 @@ def qos_run(tmp_path_factory: pytest.TempPathFactory, linux_host_image: vm.Image
         checks = run_checks_in_guest(script, timeout=GUEST_TIMEOUT_S, on_line=on_line)
         print(f"[interop] host actions:\n{actions.summary()}")
         yield QosRun(checks, actions, setter, server)
-    finally:
-        client.close()
-        server.close()
 
 
 def _bw_kib(run: QosRun, name: str) -> tuple[int, str]:

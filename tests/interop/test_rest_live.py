@@ -14,7 +14,6 @@ only B's namespace, then as tenant A's host and lists only A's.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Final
 
 import httpx
@@ -26,12 +25,12 @@ from testbeds.linux_host.checks import REST_CHECKS, TargetParams, rest_script
 from testbeds.linux_host.host_actions import HostActions
 
 from .dpu_emu_proc import DPU_EMU_NQN, DpuEmuProcess, assert_clean_log, default_config, require_dpu_emu
+from .rest_session import RestServer, assert_guest_completed, called, rest_server
 from .support import GuestChecks, assert_check, run_checks_in_guest
 
 pytestmark = pytest.mark.interop
 
 GUEST_TIMEOUT_S: Final[float] = 240.0
-HTTP_TIMEOUT_S: Final[float] = 10.0
 NAMESPACE_BYTES: Final[int] = 64 * 1024 * 1024
 ADD_NSID: Final[int] = 2
 ADMIN_TOKEN: Final[str] = "dpuadm_interop-rest-live-0123456789abcdef"
@@ -48,36 +47,24 @@ HTTP_CREATED: Final[int] = 201
 HTTP_NO_CONTENT: Final[int] = 204
 
 
-@dataclass(frozen=True)
-class RestServer:
-    process: DpuEmuProcess
-    client: httpx.Client
-
-
-def _expect(resp: httpx.Response, status: int) -> str:
-    if resp.status_code != status:
-        raise RuntimeError(f"{resp.request.method} {resp.request.url.path}: {resp.status_code} {resp.text}")
-    return f"{resp.request.method} {resp.request.url.path} -> {resp.status_code}"
-
-
 def provision(client: httpx.Client) -> None:
     """The locked subsystem and the two tenants of the shared one, over REST."""
-    _expect(client.post("/v1/subsystems", json={"nqn": LOCKED_NQN, "allow_any_host": False,
-                                                 "hosts": [OTHER_HOST]}), HTTP_CREATED)
-    _expect(client.post(f"/v1/subsystems/{LOCKED_NQN}/namespaces", json={"size_bytes": NAMESPACE_BYTES}),
-            HTTP_CREATED)
-    _expect(client.post("/v1/subsystems", json={"nqn": TENANT_NQN, "allow_any_host": True}), HTTP_CREATED)
+    called(client.post("/v1/subsystems", json={"nqn": LOCKED_NQN, "allow_any_host": False,
+                                                "hosts": [OTHER_HOST]}), HTTP_CREATED)
+    called(client.post(f"/v1/subsystems/{LOCKED_NQN}/namespaces", json={"size_bytes": NAMESPACE_BYTES}),
+           HTTP_CREATED)
+    called(client.post("/v1/subsystems", json={"nqn": TENANT_NQN, "allow_any_host": True}), HTTP_CREATED)
     for nsid in (TENANT_A_NSID, TENANT_B_NSID):
-        _expect(client.post(f"/v1/subsystems/{TENANT_NQN}/namespaces",
-                            json={"nsid": nsid, "size_bytes": NAMESPACE_BYTES}), HTTP_CREATED)
+        called(client.post(f"/v1/subsystems/{TENANT_NQN}/namespaces",
+                           json={"nsid": nsid, "size_bytes": NAMESPACE_BYTES}), HTTP_CREATED)
     for name, host, nsid in (("tenant-a", HOSTNQN_A, TENANT_A_NSID), ("tenant-b", HOSTNQN_B, TENANT_B_NSID)):
-        _expect(client.post("/v1/tenants", json={"name": name, "hosts": [host],
-                                                 "namespaces": [{"subsystem": TENANT_NQN, "nsid": nsid}]}),
-                HTTP_CREATED)
+        called(client.post("/v1/tenants", json={"name": name, "hosts": [host],
+                                                "namespaces": [{"subsystem": TENANT_NQN, "nsid": nsid}]}),
+               HTTP_CREATED)
 
 
 @pytest.fixture(scope="module")
-def rest_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestServer]:
+def rest_live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestServer]:
     require_dpu_emu()
     work = tmp_path_factory.mktemp("dpu-emu-rest-live")
     config = default_config()
@@ -85,29 +72,19 @@ def rest_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestServer
     assert subsystem["nqn"] == DPU_EMU_NQN
     subsystem["namespaces"] = [{"nsid": 1, "size_bytes": NAMESPACE_BYTES, "block_size": 512,
                                 "backend": {"kind": "ram"}}]
-    server = DpuEmuProcess(work / "serve.log", config=config, rest_token=ADMIN_TOKEN)
-    try:
-        print(f"\n[interop] {server.start()}; REST {server.rest_url}; log {server.log_path}")
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    client = httpx.Client(base_url=server.rest_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-                          timeout=HTTP_TIMEOUT_S)
-    try:
-        provision(client)
-        yield RestServer(server, client)
-    finally:
-        client.close()
-        server.close()
+    with rest_server(DpuEmuProcess(work / "serve.log", config=config, rest_token=ADMIN_TOKEN), ADMIN_TOKEN) as srv:
+        provision(srv.client)
+        yield srv
 
 
 @pytest.fixture(scope="module")
-def rest_run(rest_server: RestServer, linux_host_image: vm.ImagePaths) -> tuple[GuestChecks, HostActions]:
-    server, client = rest_server.process, rest_server.client
+def rest_run(rest_live_server: RestServer, linux_host_image: vm.ImagePaths) -> tuple[GuestChecks, HostActions]:
+    server, client = rest_live_server.process, rest_live_server.client
     ns_path = f"/v1/subsystems/{DPU_EMU_NQN}/namespaces"
     actions = HostActions({
-        "add-namespace": lambda: _expect(client.post(ns_path, json={"nsid": ADD_NSID,
-                                                                    "size_bytes": NAMESPACE_BYTES}), HTTP_CREATED),
-        "remove-namespace": lambda: _expect(client.delete(f"{ns_path}/{ADD_NSID}"), HTTP_NO_CONTENT),
+        "add-namespace": lambda: called(client.post(ns_path, json={"nsid": ADD_NSID,
+                                                                   "size_bytes": NAMESPACE_BYTES}), HTTP_CREATED),
+        "remove-namespace": lambda: called(client.delete(f"{ns_path}/{ADD_NSID}"), HTTP_NO_CONTENT),
     })
     target = TargetParams(
         address=vm_config.HOST_ADDRESS_FROM_GUEST, io_port=server.io_port,
@@ -122,15 +99,12 @@ def rest_run(rest_server: RestServer, linux_host_image: vm.ImagePaths) -> tuple[
 
 
 @pytest.mark.parametrize("check", REST_CHECKS)
-def test_check(rest_run: tuple[GuestChecks, HostActions], rest_server: RestServer, check: str) -> None:
-    assert_check(rest_run[0], check, more=f"dpu-emu log: {rest_server.process.log_path}")
+def test_check(rest_run: tuple[GuestChecks, HostActions], rest_live_server: RestServer, check: str) -> None:
+    assert_check(rest_run[0], check, more=f"dpu-emu log: {rest_live_server.process.log_path}")
 
 
 def test_guest_completed_all_checks(rest_run: tuple[GuestChecks, HostActions]) -> None:
-    (result, report), _ = rest_run
-    assert report.complete, f"no CHECKS-DONE line; console log: {result.log_path}"
-    assert sorted(report.results) == sorted(REST_CHECKS)
-    assert result.exit_status == 0, f"guest script exit {result.exit_status}: {report.summary()}"
+    assert_guest_completed(rest_run[0], REST_CHECKS)
 
 
 def test_host_actions_ran_once_each(rest_run: tuple[GuestChecks, HostActions]) -> None:
@@ -142,16 +116,16 @@ def test_host_actions_ran_once_each(rest_run: tuple[GuestChecks, HostActions]) -
     )
 
 
-def test_rest_state_after_the_boot(rest_run: tuple[GuestChecks, HostActions], rest_server: RestServer) -> None:
+def test_rest_state_after_the_boot(rest_run: tuple[GuestChecks, HostActions], rest_live_server: RestServer) -> None:
     """The removed namespace is gone from the model; the guest's controllers are closed."""
-    client = rest_server.client
+    client = rest_live_server.client
     assert [n["nsid"] for n in client.get(f"/v1/subsystems/{DPU_EMU_NQN}/namespaces").json()] == [1]
     stats = client.get("/v1/stats").json()
     assert any(n["read"]["ops"] > 0 for n in stats["namespaces"] if n["subsystem"] == DPU_EMU_NQN)
 
 
-def test_dpu_emu_log_is_clean(rest_run: tuple[GuestChecks, HostActions], rest_server: RestServer) -> None:
-    server = rest_server.process
+def test_dpu_emu_log_is_clean(rest_run: tuple[GuestChecks, HostActions], rest_live_server: RestServer) -> None:
+    server = rest_live_server.process
     print(server.stop())
     assert server.last_exit == 0, server.log_tail()
     assert_clean_log(server)
