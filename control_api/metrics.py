@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dpu_emu.domain.controllers import StatsSnapshot
+from dpu_emu.domain.controllers import StatsSnapshot, TransportStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 US_PER_S = 1e6
@@ -69,6 +69,24 @@ def render_qos(qos: dict[str, Any], lines: list[str]) -> None:
         lines.append(f"dpu_emu_qos_inflight{_labels(**labels)} {g['inflight']}")
 
 
+def render_transport(transport: TransportStats, lines: list[str]) -> None:
+    def family(name: str, kind: str, help_text: str) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+
+    family("dpu_emu_transport_connections", "gauge", "NVMe/TCP connections open now")
+    lines.append(f"dpu_emu_transport_connections {transport.connections}")
+    family("dpu_emu_transport_refused_connections_total", "counter",
+           "connections closed at once over a listener's max_connections_per_listener")
+    for portid, refused in transport.refused_connections.items():
+        lines.append(f"dpu_emu_transport_refused_connections_total{_labels(listener=portid)} {refused}")
+    family("dpu_emu_transport_icreq_timeouts_total", "counter", "connections closed for sending no ICReq in time")
+    lines.append(f"dpu_emu_transport_icreq_timeouts_total {transport.icreq_timeouts}")
+    family("dpu_emu_transport_backpressure_pauses_total", "counter",
+           "times a connection's reading paused over its max_connection_memory")
+    lines.append(f"dpu_emu_transport_backpressure_pauses_total {transport.backpressure_pauses}")
+
+
 def render(snapshot: StatsSnapshot, qos: dict[str, Any] | None = None) -> str:
     lines: list[str] = []
 
@@ -124,6 +142,8 @@ def render(snapshot: StatsSnapshot, qos: dict[str, Any] | None = None) -> str:
                      f"{_labels(subsystem=c.subsystem, cntlid=c.cntlid, hostnqn=c.hostnqn)} {c.errors}")
     family("dpu_emu_controllers", "gauge", "live controllers (associations)")
     lines.append(f"dpu_emu_controllers {len(snapshot.controllers)}")
+    if snapshot.transport is not None:
+        render_transport(snapshot.transport, lines)
     if qos is not None:
         render_qos(qos, lines)
     return "\n".join(lines) + "\n"

@@ -60,10 +60,21 @@ class ControllerStats:
 
 
 @dataclass(frozen=True)
+class TransportStats:
+    """What the transport limits did (nvmeof.target.limits); device-wide, administrators only."""
+
+    connections: int  # TCP connections open now
+    refused_connections: dict[int, int]  # listener port id -> refused over max_connections_per_listener
+    icreq_timeouts: int  # closed for sending no ICReq within icreq_timeout_s
+    backpressure_pauses: int  # times reading paused over max_connection_memory
+
+
+@dataclass(frozen=True)
 class StatsSnapshot:
     namespaces: list[NamespaceStats]
     controllers: list[ControllerStats]
     histogram_bucket_bounds_us: list[int]
+    transport: TransportStats | None = None
 
 
 class ControllerService:
@@ -141,4 +152,11 @@ class ControllerService:
                 read_ops=smart.read_commands, write_ops=smart.write_commands, bytes_read=smart.bytes_read,
                 bytes_written=smart.bytes_written, errors=ctrl.error_count))
         bounds = [Histogram.upper_bound_us(i) for i in range(HISTOGRAM_BUCKETS)]
-        return StatsSnapshot(namespaces=namespaces, controllers=controllers, histogram_bucket_bounds_us=bounds)
+        return StatsSnapshot(namespaces=namespaces, controllers=controllers, histogram_bucket_bounds_us=bounds,
+                             transport=self._transport() if scope.is_admin else None)
+
+    def _transport(self) -> TransportStats:
+        server = self.state.device.server
+        return TransportStats(connections=len(server.sessions),
+                              refused_connections={p: g.refused for p, g in sorted(server.gates.items())},
+                              icreq_timeouts=server.icreq_timeouts, backpressure_pauses=server.budget_pauses)
