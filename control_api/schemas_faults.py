@@ -38,6 +38,8 @@ class CommandMatch(Strict):
     opcodes: list[Annotated[int, Field(ge=0, le=OPCODE_MAX)]] | None = Field(
         default=None, min_length=1, max_length=MAX_OPCODES, description="admin or I/O opcodes, per the queue")
     queue: QueueName = "any"
+    listener: int | None = Field(default=None, ge=0, le=PORTID_MAX,
+                                 description="listener (port) id the connection came in on; absent: every one")
 
 
 class KeepAliveMatch(Strict):

@@ -59,7 +59,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--host", help="host NQN")
     m.add_argument("--opcode", dest="opcodes", type=_number, action="append", help="opcode (repeatable)")
     m.add_argument("--queue", choices=["admin", "io", "any"])
-    m.add_argument("--listener", type=int, help="listener id (refuse_connection)")
+    m.add_argument("--listener", type=int, help="listener (port) id: connections that came in there")
     b = p.add_argument_group("how often")
     b.add_argument("--count", type=int, help="inject at most N times")
     b.add_argument("--probability", type=float, help="chance per match, in (0, 1]")

@@ -72,7 +72,7 @@ COMMAND_TYPES = frozenset({FaultType.DELAY, FaultType.STATUS, FaultType.DROP_CON
                            FaultType.CORRUPT_C2H_DIGEST})
 # which match fields each type understands
 MATCH_FIELDS: dict[FaultType, frozenset[str]] = {
-    **{t: frozenset({"subsystem", "nsid", "host", "opcodes", "queue"}) for t in COMMAND_TYPES},
+    **{t: frozenset({"subsystem", "nsid", "host", "opcodes", "queue", "listener"}) for t in COMMAND_TYPES},
     FaultType.IGNORE_KEEP_ALIVE: frozenset({"subsystem", "host"}),
     FaultType.REFUSE_CONNECTION: frozenset({"listener"}),
 }
@@ -132,6 +132,8 @@ class Fault:
         if "host" in m and m["host"] != cmd.hostnqn:
             return False
         if "nsid" in m and m["nsid"] != cmd.nsid:
+            return False
+        if "listener" in m and m["listener"] != cmd.listener:
             return False
         if self.opcodes and cmd.opcode not in self.opcodes:
             return False

@@ -63,6 +63,7 @@ class CommandInfo(NamedTuple):
     nsid: int
     cid: int
     ddgst: bool  # data digests are on for this connection
+    listener: int = 0  # port id of the listener the connection came in on (0: unknown)
 
 
 class FaultHooks(Protocol):

@@ -218,7 +218,8 @@ class QueueSession:
             self.inflight.discard(ev.sqe[2])
             return True
         info = CommandInfo(ctrl.subsystem.nqn if ctrl.subsystem is not None else DISCOVERY_NQN, ctrl.hostnqn,
-                           self.qid, ev.sqe[0], ev.sqe[3], ev.sqe[2], self.conn.ddgst)
+                           self.qid, ev.sqe[0], ev.sqe[3], ev.sqe[2], self.conn.ddgst,
+                           self.target.portid_for(self.local_addr))
         decision = self.faults.on_command(info)
         if decision is None:
             return False

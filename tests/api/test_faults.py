@@ -92,7 +92,7 @@ def test_fault_crud_and_counters(api: ApiDevice) -> None:
     {"type": "delay", "params": {"delay_ms": 5}, "probability": 0},
     {"type": "delay", "params": {"delay_ms": 5}, "count": 0},
     {"type": "delay", "params": {"delay_ms": 5}, "match": {"queue": "both"}},
-    {"type": "delay", "params": {"delay_ms": 5}, "match": {"listener": 1}},  # not a command match
+    {"type": "ignore_keep_alive", "match": {"listener": 1}},  # keep-alive faults match no listener
     {"type": "delay", "params": {"delay_ms": 5}, "match": {"opcodes": []}},
     {"type": "refuse_connection", "match": {"host": HOSTNQN_A}},
     {"type": "ignore_keep_alive", "params": {"delay_ms": 5}},

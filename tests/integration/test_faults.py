@@ -192,6 +192,27 @@ def test_refused_connections_on_one_listener_while_the_other_works(device: Runni
     assert (view.matched, view.injected) == (3, 2)
 
 
+def test_command_fault_on_one_listener_leaves_the_other_path_alone(device: RunningDevice) -> None:
+    """A listener-scoped status fault fails Get Log Page only on connections that came in there."""
+    ports = cfgmod.ports(device.device.cfg)
+    io_port = next(p.portid for p in ports if p.io)
+    discovery_only = next(p.portid for p in ports if p.discovery and not p.io)
+    fid = add_fault(device, {"type": "status", "match": {"listener": discovery_only, "queue": "admin",
+                                                         "opcodes": [AdminOpcode.GET_LOG_PAGE]},
+                             "params": {"sct": StatusCodeType.GENERIC, "sc": GenericStatus.INTERNAL_ERROR}})
+
+    async def body() -> None:
+        with pytest.raises(NvmeStatus) as failed:
+            await discover(LOOPBACK, device.discovery_port, timeout=2.0)
+        assert (failed.value.sct, failed.value.sc) == (StatusCodeType.GENERIC, GenericStatus.INTERNAL_ERROR)
+        assert [e.subnqn for e in await discover(LOOPBACK, device.io_port)]  # listener io_port: untouched
+
+    run(body())
+    assert io_port != discovery_only
+    view = fault(device, fid)
+    assert view.injected == view.matched >= 1
+
+
 def test_probability_is_reproducible_with_a_seed(device: RunningDevice) -> None:
     fid = add_fault(device, {"type": "status", "probability": PROBABILITY, "seed": SEED,
                              "match": {"queue": "admin", "opcodes": [AdminOpcode.GET_FEATURES]},
