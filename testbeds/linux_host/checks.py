@@ -249,13 +249,13 @@ def parse_checks(output: str) -> CheckReport:
 
 AUTH_CHECKS: Final[tuple[str, ...]] = (
     "auth-no-secret", "auth-wrong-secret", "auth-uni", "auth-uni-io", "auth-bi", "auth-bi-io", "auth-wrong-ctrl",
-    "auth-sha384-null", "auth-sha512-ffdhe3072",
+    "auth-sha384-null", "auth-sha512-ffdhe3072", "auth-sha512-ffdhe8192",
 )
 """Every check run_auth_checks (guest/lib/auth_checks.sh) reports, in order; it needs the host
-actions "use-sha384-null" and "use-sha512-ffdhe3072" (tests/interop/test_auth_vm.py)."""
+actions "use-sha384-null", "use-sha512-ffdhe3072" and "use-sha512-ffdhe8192" (tests/interop/test_auth_vm.py)."""
 
 
 def auth_script(target: TargetParams) -> str:
     """DH-HMAC-CHAP judged by the kernel host (AUTH_CHECKS); run it with
-    on_line=HostActions({"use-sha384-null": ..., "use-sha512-ffdhe3072": ...})."""
+    on_line=HostActions({"use-sha384-null": ..., "use-sha512-ffdhe3072": ..., "use-sha512-ffdhe8192": ...})."""
     return checks_script(target, libraries=("host_action.sh", "auth_checks.sh"), entry="run_auth_checks")

@@ -1,7 +1,8 @@
 # DH-HMAC-CHAP in-band authentication against the target, judged by the Linux host (busybox ash).
 # Needs checks.sh and host_action.sh sourced; SUBNQN is a subsystem whose host entry AUTH_HOSTNQN
 # requires authentication (provisioned over REST by tests/interop/test_auth_vm.py), with the host
-# actions "use-sha384-null" and "use-sha512-ffdhe3072" re-provisioning the allowed hash / DH group.
+# actions "use-sha384-null", "use-sha512-ffdhe3072" and "use-sha512-ffdhe8192" re-provisioning the
+# allowed hash / DH group.
 #
 # Parameters (besides checks.sh's TARGET_ADDR, TARGET_PORT, SUBNQN, NSID):
 #   AUTH_HOSTNQN AUTH_HOSTID     the host identity the entry is for
@@ -9,7 +10,7 @@
 #   WRONG_KEY WRONG_CTRL_KEY     wrong ones
 #   AUTH_IO_MIB (1)              data written and read back after each successful connect
 # Reports: auth-no-secret auth-wrong-secret auth-uni auth-uni-io auth-bi auth-bi-io
-#          auth-wrong-ctrl auth-sha384-null auth-sha512-ffdhe3072
+#          auth-wrong-ctrl auth-sha384-null auth-sha512-ffdhe3072 auth-sha512-ffdhe8192
 
 : "${AUTH_IO_MIB:=1}"
 
@@ -71,6 +72,14 @@ run_auth_checks() {
             --dhchap-ctrl-secret="$AUTH_CTRL_KEY"
     else
         check_fail auth-sha512-ffdhe3072 "host action failed: $HOST_ACTION_DETAIL"
+    fi
+    # Under TCG the guest's own 8192-bit DH arithmetic outlasts the default 5 s KATO, which the
+    # target (like nvmet) counts from the Connect; a longer KATO lets the exchange finish.
+    if host_action use-sha512-ffdhe8192; then
+        AUTH_IO=0 check_accepted auth-sha512-ffdhe8192 --keep-alive-tmo=60 --dhchap-secret="$AUTH_KEY" \
+            --dhchap-ctrl-secret="$AUTH_CTRL_KEY"
+    else
+        check_fail auth-sha512-ffdhe8192 "host action failed: $HOST_ACTION_DETAIL"
     fi
     echo "CHECKS-DONE total=$CHECK_TOTAL failed=$CHECK_FAILED"
     [ "$CHECK_FAILED" -eq 0 ]
