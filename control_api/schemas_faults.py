@@ -7,17 +7,20 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from dpu_emu.faults.engine import (
+    MAX_AFTER_COMMANDS,
+    MAX_COUNT,
+    MAX_DELAY_MS,
+    MAX_OPCODES,
+    OPCODE_MAX,
+    PORTID_MAX,
+    SC_MAX,
+    SCT_MAX,
+    SEED_MAX,
+)
+
 from .schemas import NQN_MAX, NSID_MAX, Strict
 
-MAX_DELAY_MS = 60_000
-MAX_COUNT = 1_000_000
-MAX_AFTER_COMMANDS = 1_000_000
-MAX_OPCODES = 16
-OPCODE_MAX = 0xFF
-SCT_MAX = 0x7
-SC_MAX = 0xFF
-PORTID_MAX = 0xFFFF
-SEED_MAX = 2**63 - 1
 FAULT_ID_PATTERN = r"^fault-[0-9]{1,10}$"
 FaultTypeName = Literal["delay", "status", "drop_connection", "corrupt_c2h_digest", "ignore_keep_alive",
                         "refuse_connection"]
