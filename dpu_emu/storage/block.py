@@ -370,13 +370,18 @@ def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
             raise OSError(err, os.strerror(err))
 
 
-def fsync_parent_dir(path: str | os.PathLike[str]) -> None:
-    """``fsync`` the directory holding *path*, making a new name in it durable."""
-    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """``fsync`` the directory *path*, making the names created or renamed in it durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_parent_dir(path: str | os.PathLike[str]) -> None:
+    """``fsync`` the directory holding *path*, making a new name in it durable."""
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def _open_or_create(path: str, flags: int, create: bool) -> tuple[int, bool]:

@@ -66,6 +66,7 @@ from typing import Any, NamedTuple, Protocol
 
 from crc32c import crc32c
 
+from dpu_emu.storage.block import fsync_dir
 from dpu_emu.storage.kv import (
     DEFAULT_MAX_KEY_SIZE,
     DEFAULT_MAX_VALUE_SIZE,
@@ -217,14 +218,6 @@ def scan_log(buf: memoryview, key_sizes: tuple[int, int] = (MIN_KEY_SIZE, MAX_KE
     return _Scan(entries, pos, False, "")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _make_dir_durable(path: Path) -> None:
     """``mkdir -p`` *path*; every directory created is made durable (fsync of its parent)."""
     missing: list[Path] = []
@@ -234,7 +227,7 @@ def _make_dir_durable(path: Path) -> None:
         probe = probe.parent
     path.mkdir(parents=True, exist_ok=True)
     for created in reversed(missing):
-        _fsync_dir(created.parent)
+        fsync_dir(created.parent)
 
 
 def _write_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
@@ -363,7 +356,7 @@ class FileKvStore(KvStore[LogRef]):
             os.ftruncate(self._fd, 0)  # new, or created by a run that died before its header was out
             _write_all(self._fd, self._header, 0)
             os.fsync(self._fd)
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
             self._end = FILE_HEADER_SIZE
             return {}
         with mmap.mmap(self._fd, size, access=mmap.ACCESS_READ) as mm:
@@ -437,7 +430,7 @@ class FileKvStore(KvStore[LogRef]):
             dropped,
             side,
         )
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     # -- backend hooks ------------------------------------------------------------------------
 
@@ -554,7 +547,7 @@ class FileKvStore(KvStore[LogRef]):
         self._compact_retry_at = 0
         self._stats.compactions += 1
         try:
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
         except OSError as exc:
             raise KvIoError(f"{self.path}: fsync of the directory after compaction failed: {exc}") from exc
 

@@ -415,13 +415,13 @@ def test_last_record_damaged_at_every_byte(tmp_path: Path, kind: str) -> None:
 
 def test_new_directories_and_log_are_made_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     synced: list[Path] = []
-    real = kv_file._fsync_dir
+    real = kv_file.fsync_dir
 
     def spy(path: Path) -> None:
         synced.append(Path(path))
         real(path)
 
-    monkeypatch.setattr(kv_file, "_fsync_dir", spy)
+    monkeypatch.setattr(kv_file, "fsync_dir", spy)
     db = tmp_path / "a" / "b"
     file_store(db).close()
     # each new directory's entry in its parent, then the new log's entry in the store directory
