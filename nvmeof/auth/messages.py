@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ..wire.constants import SQE_SIZE
 from ..wire.layout import Layout
+from ..wire.queue_entry import FABRICS_CMD_HEADER
 from .constants import (
     DESCRIPTOR_HASH_SLOTS,
     DESCRIPTOR_IDLIST_SIZE,
@@ -28,27 +29,13 @@ from .constants import (
 )
 
 # Fabrics Authentication Send (05h) / Receive (06h) submission queue entries
-AUTH_SEND_CMD = Layout("AuthSendCmd", SQE_SIZE, [
-    ("opcode", "B", 0),
-    ("flags", "B", 1),
-    ("cid", "H", 2),
-    ("fctype", "B", 4),
-    ("sgl_addr", "Q", 24),
-    ("sgl_len", "I", 32),
-    ("sgl_type", "B", 39),
+AUTH_SEND_CMD = FABRICS_CMD_HEADER.extend("AuthSendCmd", SQE_SIZE, [
     ("spsp0", "B", 41),
     ("spsp1", "B", 42),
     ("secp", "B", 43),
     ("tl", "I", 44),
 ])
-AUTH_RECV_CMD = Layout("AuthRecvCmd", SQE_SIZE, [
-    ("opcode", "B", 0),
-    ("flags", "B", 1),
-    ("cid", "H", 2),
-    ("fctype", "B", 4),
-    ("sgl_addr", "Q", 24),
-    ("sgl_len", "I", 32),
-    ("sgl_type", "B", 39),
+AUTH_RECV_CMD = FABRICS_CMD_HEADER.extend("AuthRecvCmd", SQE_SIZE, [
     ("spsp0", "B", 41),
     ("spsp1", "B", 42),
     ("secp", "B", 43),
@@ -60,10 +47,7 @@ MESSAGE_HEADER = Layout("AuthMessageHeader", 6, [
     ("auth_id", "B", 1),
     ("t_id", "H", 4),
 ])
-NEGOTIATE = Layout("AuthNegotiate", 8, [
-    ("auth_type", "B", 0),
-    ("auth_id", "B", 1),
-    ("t_id", "H", 4),
+NEGOTIATE = MESSAGE_HEADER.extend("AuthNegotiate", 8, [
     ("sc_c", "B", 6),
     ("napd", "B", 7),
 ])
@@ -73,41 +57,25 @@ PROTOCOL_DESCRIPTOR = Layout("DhchapProtocolDescriptor", 64, [
     ("dhlen", "B", 3),
     ("idlist", f"{DESCRIPTOR_IDLIST_SIZE}s", 4),
 ])
-CHALLENGE = Layout("DhchapChallenge", 16, [
-    ("auth_type", "B", 0),
-    ("auth_id", "B", 1),
-    ("t_id", "H", 4),
+CHALLENGE = MESSAGE_HEADER.extend("DhchapChallenge", 16, [
     ("hl", "B", 6),
     ("hashid", "B", 8),
     ("dhgid", "B", 9),
     ("dhvlen", "H", 10),
     ("seqnum", "I", 12),
 ])
-REPLY = Layout("DhchapReply", 16, [
-    ("auth_type", "B", 0),
-    ("auth_id", "B", 1),
-    ("t_id", "H", 4),
+REPLY = MESSAGE_HEADER.extend("DhchapReply", 16, [
     ("hl", "B", 6),
     ("cvalid", "B", 8),
     ("dhvlen", "H", 10),
     ("seqnum", "I", 12),
 ])
-SUCCESS1 = Layout("DhchapSuccess1", 16, [
-    ("auth_type", "B", 0),
-    ("auth_id", "B", 1),
-    ("t_id", "H", 4),
+SUCCESS1 = MESSAGE_HEADER.extend("DhchapSuccess1", 16, [
     ("hl", "B", 6),
     ("rvalid", "B", 8),
 ])
-SUCCESS2 = Layout("DhchapSuccess2", 16, [
-    ("auth_type", "B", 0),
-    ("auth_id", "B", 1),
-    ("t_id", "H", 4),
-])
-FAILURE = Layout("AuthFailure", 8, [
-    ("auth_type", "B", 0),
-    ("auth_id", "B", 1),
-    ("t_id", "H", 4),
+SUCCESS2 = MESSAGE_HEADER.extend("DhchapSuccess2", 16)
+FAILURE = MESSAGE_HEADER.extend("AuthFailure", 8, [
     ("rescode", "B", 6),
     ("rescode_exp", "B", 7),
 ])

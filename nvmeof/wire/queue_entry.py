@@ -51,6 +51,18 @@ FABRICS_CMD = Layout("FabricsCmd", SQE_SIZE, [
 ])
 FABRICS_FCTYPE_OFFSET = FABRICS_CMD.offset_of("fctype")
 
+# The part every Fabrics command shares (opcode 7Fh, FCTYPE, SGL1); commands added since
+# derive their layouts from it.
+FABRICS_CMD_HEADER = Layout("FabricsCmdHeader", 40, [
+    ("opcode", "B", 0),
+    ("flags", "B", 1),
+    ("cid", "H", 2),
+    ("fctype", "B", 4),
+    ("sgl_addr", "Q", 24),
+    ("sgl_len", "I", 32),
+    ("sgl_type", "B", 39),
+])
+
 CONNECT_CMD = Layout("ConnectCmd", SQE_SIZE, [
     ("opcode", "B", 0),
     ("flags", "B", 1),
